@@ -1,0 +1,1 @@
+//! Workloads and baselines shared by the criterion benchmarks in `benches/benches/`.

@@ -1,0 +1,1 @@
+//! milestone-agents: skeleton, filled by a later issue.

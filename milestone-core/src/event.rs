@@ -1,0 +1,776 @@
+//! Events: every change of a milestone's state, and the pure fold that applies them.
+//!
+//! The event log is the source of truth: a state is [`MilestoneState::from_events`] of its log,
+//! and [`MilestoneState::apply`] changes a state by one event. Applying is deterministic and
+//! atomic: an event that does not fit the state returns a [`TransitionError`] and leaves the state
+//! exactly as it was. Each event costs O(1) in the milestone's size, except
+//! [`Event::TasksAdded`] (linear in the tasks added) and [`Event::RolledBack`] (which carries the
+//! state it restores).
+//!
+//! ```
+//! use milestone_core::{Event, MilestoneId, MilestoneState, Timestamp, Workflow};
+//!
+//! let created = Event::Created {
+//!     at: Timestamp(1_000),
+//!     id: MilestoneId::new("m-1")?,
+//!     title: "Add login".into(),
+//!     context: String::new(),
+//!     workflow: Workflow::kiro(),
+//!     seed: 7,
+//! };
+//! let state = MilestoneState::from_events([&created, &Event::ExecutionStarted { at: Timestamp(2_000) }])?;
+//! assert_eq!(state.mode(), milestone_core::Mode::Execution);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Problem, ProblemKind, Problems};
+use crate::id::{MilestoneId, PhaseId};
+use crate::plan::MilestonePlan;
+use crate::state::{
+    CheckpointMark, Decision, Intervention, ItemError, ItemOutput, ItemRef, ItemState, ItemStatus,
+    MilestoneState, MilestoneStatus, Mode, PhaseCommit, TaskSpec, TaskState, TransitionError,
+    check_item_transition, check_milestone_transition, check_mode_transition,
+};
+use crate::units::{Progress, Timestamp};
+use crate::workflow::Workflow;
+
+/// One change of a milestone's state. Serialized with a `type` tag in kebab-case.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum Event {
+    /// The milestone was created (always the first event).
+    Created {
+        /// When.
+        at: Timestamp,
+        /// Its id.
+        id: MilestoneId,
+        /// Its title.
+        title: String,
+        /// Free text handed to agents.
+        #[serde(default)]
+        context: String,
+        /// Its workflow.
+        workflow: Workflow,
+        /// Seed of its deterministic randomness.
+        #[serde(default)]
+        seed: u64,
+    },
+    /// A plan was recorded (planning mode).
+    PlanRecorded {
+        /// When.
+        at: Timestamp,
+        /// The plan.
+        plan: Box<MilestonePlan>,
+    },
+    /// Planning → execution.
+    ExecutionStarted {
+        /// When.
+        at: Timestamp,
+    },
+    /// An execution strategy was chosen.
+    StrategyChosen {
+        /// When.
+        at: Timestamp,
+        /// The strategy (`sequential`, `parallel-independent`, `pipeline`).
+        strategy: String,
+        /// Why it was chosen.
+        reason: String,
+    },
+    /// Tasks joined the task phase (ids unique, dependencies known, no cycle).
+    TasksAdded {
+        /// When.
+        at: Timestamp,
+        /// The tasks, each after its dependencies.
+        tasks: Vec<TaskSpec>,
+    },
+    /// An attempt of an item started (a restart of an in-progress item means the previous
+    /// attempt was interrupted).
+    ItemStarted {
+        /// When.
+        at: Timestamp,
+        /// The item.
+        item: ItemRef,
+        /// The attempt number, 1-based and increasing.
+        attempt: u32,
+    },
+    /// An item reported progress (never lowers it).
+    ItemProgressed {
+        /// When.
+        at: Timestamp,
+        /// The item.
+        item: ItemRef,
+        /// Its progress.
+        progress: Progress,
+    },
+    /// An item handed off a partial result (pipeline).
+    ItemHandedOff {
+        /// When.
+        at: Timestamp,
+        /// The item.
+        item: ItemRef,
+        /// The partial result.
+        partial: serde_json::Value,
+    },
+    /// An item completed.
+    ItemCompleted {
+        /// When.
+        at: Timestamp,
+        /// The item.
+        item: ItemRef,
+        /// What it produced.
+        output: ItemOutput,
+    },
+    /// An attempt failed.
+    ItemFailed {
+        /// When.
+        at: Timestamp,
+        /// The item.
+        item: ItemRef,
+        /// Why.
+        error: ItemError,
+    },
+    /// An item is blocked.
+    ItemBlocked {
+        /// When.
+        at: Timestamp,
+        /// The item.
+        item: ItemRef,
+        /// Why.
+        reason: String,
+    },
+    /// An item was skipped (degraded run).
+    ItemSkipped {
+        /// When.
+        at: Timestamp,
+        /// The item.
+        item: ItemRef,
+        /// Why.
+        reason: String,
+    },
+    /// An item was cancelled.
+    ItemCancelled {
+        /// When.
+        at: Timestamp,
+        /// The item.
+        item: ItemRef,
+    },
+    /// A retry of a failed item was scheduled.
+    RetryScheduled {
+        /// When.
+        at: Timestamp,
+        /// The item.
+        item: ItemRef,
+        /// The attempt that will run.
+        attempt: u32,
+        /// Not before this time.
+        not_before: Timestamp,
+    },
+    /// The milestone's status changed.
+    StatusChanged {
+        /// When.
+        at: Timestamp,
+        /// The new status.
+        status: MilestoneStatus,
+        /// Why, in words.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// The host was asked to decide (the milestone awaits intervention).
+    InterventionRequested {
+        /// When.
+        at: Timestamp,
+        /// The item concerned.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        item: Option<ItemRef>,
+        /// Why.
+        reason: String,
+        /// The answers allowed.
+        options: Vec<Decision>,
+    },
+    /// The host answered the open intervention (the milestone is active again, or failed on
+    /// abort).
+    InterventionAnswered {
+        /// When.
+        at: Timestamp,
+        /// The answer.
+        decision: Decision,
+    },
+    /// A checkpoint was taken.
+    CheckpointRecorded {
+        /// When.
+        at: Timestamp,
+        /// Its label.
+        label: String,
+    },
+    /// The state was rolled back to a checkpoint (history stays in the log).
+    RolledBack {
+        /// When.
+        at: Timestamp,
+        /// The checkpoint's label.
+        label: String,
+        /// The state at the checkpoint.
+        state: Box<MilestoneState>,
+    },
+    /// The milestone branch was created.
+    BranchCreated {
+        /// When.
+        at: Timestamp,
+        /// The branch.
+        branch: String,
+        /// The base it was created from.
+        base: String,
+    },
+    /// A phase was committed on the milestone branch.
+    PhaseCommitted {
+        /// When.
+        at: Timestamp,
+        /// The phase.
+        phase: PhaseId,
+        /// The commit id.
+        commit: String,
+    },
+    /// The milestone was tagged.
+    Tagged {
+        /// When.
+        at: Timestamp,
+        /// The tag.
+        tag: String,
+    },
+    /// The milestone branch was merged into its base.
+    Merged {
+        /// When.
+        at: Timestamp,
+        /// The merge commit (or the fast-forwarded head).
+        commit: String,
+    },
+}
+
+impl Event {
+    /// The kebab-case name of the event's kind (its `type` tag).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Created { .. } => "created",
+            Event::PlanRecorded { .. } => "plan-recorded",
+            Event::ExecutionStarted { .. } => "execution-started",
+            Event::StrategyChosen { .. } => "strategy-chosen",
+            Event::TasksAdded { .. } => "tasks-added",
+            Event::ItemStarted { .. } => "item-started",
+            Event::ItemProgressed { .. } => "item-progressed",
+            Event::ItemHandedOff { .. } => "item-handed-off",
+            Event::ItemCompleted { .. } => "item-completed",
+            Event::ItemFailed { .. } => "item-failed",
+            Event::ItemBlocked { .. } => "item-blocked",
+            Event::ItemSkipped { .. } => "item-skipped",
+            Event::ItemCancelled { .. } => "item-cancelled",
+            Event::RetryScheduled { .. } => "retry-scheduled",
+            Event::StatusChanged { .. } => "status-changed",
+            Event::InterventionRequested { .. } => "intervention-requested",
+            Event::InterventionAnswered { .. } => "intervention-answered",
+            Event::CheckpointRecorded { .. } => "checkpoint-recorded",
+            Event::RolledBack { .. } => "rolled-back",
+            Event::BranchCreated { .. } => "branch-created",
+            Event::PhaseCommitted { .. } => "phase-committed",
+            Event::Tagged { .. } => "tagged",
+            Event::Merged { .. } => "merged",
+        }
+    }
+
+    /// When the event happened.
+    pub fn at(&self) -> Timestamp {
+        match self {
+            Event::Created { at, .. }
+            | Event::PlanRecorded { at, .. }
+            | Event::ExecutionStarted { at }
+            | Event::StrategyChosen { at, .. }
+            | Event::TasksAdded { at, .. }
+            | Event::ItemStarted { at, .. }
+            | Event::ItemProgressed { at, .. }
+            | Event::ItemHandedOff { at, .. }
+            | Event::ItemCompleted { at, .. }
+            | Event::ItemFailed { at, .. }
+            | Event::ItemBlocked { at, .. }
+            | Event::ItemSkipped { at, .. }
+            | Event::ItemCancelled { at, .. }
+            | Event::RetryScheduled { at, .. }
+            | Event::StatusChanged { at, .. }
+            | Event::InterventionRequested { at, .. }
+            | Event::InterventionAnswered { at, .. }
+            | Event::CheckpointRecorded { at, .. }
+            | Event::RolledBack { at, .. }
+            | Event::BranchCreated { at, .. }
+            | Event::PhaseCommitted { at, .. }
+            | Event::Tagged { at, .. }
+            | Event::Merged { at, .. } => *at,
+        }
+    }
+}
+
+fn refused(event: &Event, reason: impl Into<String>) -> TransitionError {
+    TransitionError::Refused {
+        event: event.kind(),
+        reason: reason.into(),
+    }
+}
+
+impl MilestoneState {
+    /// Folds an event log into a state. The first event must be [`Event::Created`].
+    ///
+    /// # Errors
+    /// [`TransitionError`] for the first event that does not fit.
+    pub fn from_events<'a, I>(events: I) -> Result<MilestoneState, TransitionError>
+    where
+        I: IntoIterator<Item = &'a Event>,
+    {
+        let mut it = events.into_iter();
+        let mut state = match it.next() {
+            Some(first) => MilestoneState::from_created(first)?,
+            None => {
+                return Err(TransitionError::Refused {
+                    event: "none",
+                    reason: "an event log must start with a created event".into(),
+                });
+            }
+        };
+        for e in it {
+            state.apply(e)?;
+        }
+        Ok(state)
+    }
+
+    /// The state a [`Event::Created`] describes.
+    ///
+    /// # Errors
+    /// [`TransitionError::Refused`] for any other event.
+    pub fn from_created(event: &Event) -> Result<MilestoneState, TransitionError> {
+        match event {
+            Event::Created {
+                at,
+                id,
+                title,
+                context,
+                workflow,
+                seed,
+            } => Ok(MilestoneState::new(
+                id.clone(),
+                title.clone(),
+                context.clone(),
+                workflow.clone(),
+                *at,
+                *seed,
+            )),
+            other => Err(refused(
+                other,
+                "an event log must start with a created event",
+            )),
+        }
+    }
+
+    /// A copy of this state with `event` applied (the functional form of
+    /// [`MilestoneState::apply`]).
+    ///
+    /// # Errors
+    /// As [`MilestoneState::apply`].
+    pub fn applied(mut self, event: &Event) -> Result<MilestoneState, TransitionError> {
+        self.apply(event)?;
+        Ok(self)
+    }
+
+    /// Applies one event. On error the state is unchanged.
+    ///
+    /// # Errors
+    /// [`TransitionError`] naming the item and the refused change when the event does not fit.
+    pub fn apply(&mut self, event: &Event) -> Result<(), TransitionError> {
+        if self.data.status.is_final() {
+            if let Event::StatusChanged { status, .. } = event {
+                return Err(TransitionError::Milestone {
+                    from: self.data.status,
+                    to: *status,
+                });
+            }
+            // Git bookkeeping may still be recorded after completion (tag, merge).
+            if !matches!(
+                event,
+                Event::Tagged { .. } | Event::Merged { .. } | Event::CheckpointRecorded { .. }
+            ) {
+                return Err(refused(
+                    event,
+                    format!("the milestone is {}", self.data.status),
+                ));
+            }
+        }
+        match event {
+            Event::Created { .. } => {
+                return Err(refused(event, "the milestone already exists"));
+            }
+            Event::PlanRecorded { plan, .. } => {
+                if self.data.mode != Mode::Planning {
+                    return Err(refused(event, "a plan can only be recorded while planning"));
+                }
+                self.data.plan = Some(plan.clone());
+            }
+            Event::ExecutionStarted { .. } => {
+                check_mode_transition(self.data.mode, Mode::Execution)?;
+                self.data.mode = Mode::Execution;
+            }
+            Event::StrategyChosen { strategy, .. } => {
+                self.data.strategy = Some(strategy.clone());
+            }
+            Event::TasksAdded { tasks, .. } => self.add_tasks(tasks)?,
+            Event::ItemStarted { item, attempt, at } => {
+                if self.data.mode != Mode::Execution {
+                    return Err(refused(event, "items start only in execution mode"));
+                }
+                if self.data.status != MilestoneStatus::Active {
+                    return Err(refused(
+                        event,
+                        format!("the milestone is {}", self.data.status),
+                    ));
+                }
+                let st = self.item_ref(item)?;
+                check_item_transition(item, st.status, ItemStatus::InProgress)?;
+                if *attempt <= st.attempts {
+                    return Err(refused(
+                        event,
+                        format!(
+                            "{item}: attempt {attempt} is not after attempt {}",
+                            st.attempts
+                        ),
+                    ));
+                }
+                let st = self.item_mut(item)?;
+                st.status = ItemStatus::InProgress;
+                st.attempts = *attempt;
+                st.started_at.get_or_insert(*at);
+            }
+            Event::ItemProgressed { item, progress, .. } => {
+                let st = self.item_ref(item)?;
+                if st.status != ItemStatus::InProgress {
+                    return Err(refused(
+                        event,
+                        format!("{item} is {}, not in progress", st.status),
+                    ));
+                }
+                self.raise_progress(item, progress.short_of_complete())?;
+            }
+            Event::ItemHandedOff { item, partial, .. } => {
+                let st = self.item_ref(item)?;
+                if st.status != ItemStatus::InProgress {
+                    return Err(refused(
+                        event,
+                        format!("{item} is {}, not in progress", st.status),
+                    ));
+                }
+                self.item_mut(item)?.partial = Some(partial.clone());
+            }
+            Event::ItemCompleted { item, output, at } => {
+                let st = self.item_ref(item)?;
+                check_item_transition(item, st.status, ItemStatus::Completed)?;
+                self.raise_progress(item, Progress::COMPLETE)?;
+                let st = self.item_mut(item)?;
+                st.status = ItemStatus::Completed;
+                st.completed_at = Some(*at);
+                st.output = Some(output.clone());
+                st.partial = None;
+            }
+            Event::ItemFailed { item, error, .. } => {
+                self.set_item_status(item, ItemStatus::Failed)?;
+                self.item_mut(item)?.last_error = Some(error.clone());
+            }
+            Event::ItemBlocked { item, .. } => self.set_item_status(item, ItemStatus::Blocked)?,
+            Event::ItemSkipped { item, .. } => self.set_item_status(item, ItemStatus::Skipped)?,
+            Event::ItemCancelled { item, .. } => {
+                self.set_item_status(item, ItemStatus::Cancelled)?
+            }
+            Event::RetryScheduled { item, attempt, .. } => {
+                let st = self.item_ref(item)?;
+                if !matches!(st.status, ItemStatus::Failed | ItemStatus::Blocked) {
+                    return Err(refused(
+                        event,
+                        format!(
+                            "{item} is {}; only a failed or blocked item is retried",
+                            st.status
+                        ),
+                    ));
+                }
+                if *attempt <= st.attempts {
+                    return Err(refused(
+                        event,
+                        format!(
+                            "{item}: retry attempt {attempt} is not after {}",
+                            st.attempts
+                        ),
+                    ));
+                }
+            }
+            Event::StatusChanged { status, .. } => {
+                check_milestone_transition(self.data.status, *status)?;
+                if *status == MilestoneStatus::Completed && !self.all_phases_completed() {
+                    let open: Vec<&str> = self
+                        .data
+                        .phases
+                        .iter()
+                        .filter(|p| p.item.status != ItemStatus::Completed)
+                        .map(|p| p.id.as_str())
+                        .collect();
+                    return Err(refused(
+                        event,
+                        format!("phases not completed: {}", open.join(", ")),
+                    ));
+                }
+                if *status == MilestoneStatus::AwaitingIntervention {
+                    return Err(refused(
+                        event,
+                        "use intervention-requested to await an intervention",
+                    ));
+                }
+                if self.data.status == MilestoneStatus::AwaitingIntervention
+                    && *status == MilestoneStatus::Active
+                {
+                    return Err(refused(
+                        event,
+                        "use intervention-answered to leave awaiting-intervention",
+                    ));
+                }
+                if *status != MilestoneStatus::AwaitingIntervention {
+                    self.data.intervention = None;
+                }
+                self.data.status = *status;
+            }
+            Event::InterventionRequested {
+                item,
+                reason,
+                options,
+                at,
+            } => {
+                check_milestone_transition(
+                    self.data.status,
+                    MilestoneStatus::AwaitingIntervention,
+                )?;
+                if options.is_empty() {
+                    return Err(refused(event, "an intervention needs at least one option"));
+                }
+                if let Some(i) = item {
+                    self.item_ref(i)?;
+                }
+                self.data.status = MilestoneStatus::AwaitingIntervention;
+                self.data.intervention = Some(Intervention {
+                    item: item.clone(),
+                    reason: reason.clone(),
+                    options: options.clone(),
+                    requested_at: *at,
+                });
+            }
+            Event::InterventionAnswered { decision, .. } => {
+                let Some(open) = &self.data.intervention else {
+                    return Err(refused(event, "no intervention is open"));
+                };
+                if !open.options.contains(decision) {
+                    return Err(refused(
+                        event,
+                        format!("{decision:?} is not one of the options {:?}", open.options),
+                    ));
+                }
+                let to = if *decision == Decision::Abort {
+                    MilestoneStatus::Failed
+                } else {
+                    MilestoneStatus::Active
+                };
+                check_milestone_transition(self.data.status, to)?;
+                self.data.status = to;
+                self.data.intervention = None;
+            }
+            Event::CheckpointRecorded { at, label } => {
+                self.data.checkpoints.push(CheckpointMark {
+                    label: label.clone(),
+                    at: *at,
+                });
+            }
+            Event::RolledBack { state, label, .. } => {
+                if state.id() != self.id() {
+                    return Err(refused(
+                        event,
+                        format!(
+                            "checkpoint {label:?} belongs to milestone {}, not {}",
+                            state.id(),
+                            self.id()
+                        ),
+                    ));
+                }
+                let rollbacks = self.data.rollbacks + 1;
+                let applied = self.data.events_applied;
+                *self = (**state).clone();
+                self.data.rollbacks = rollbacks;
+                self.data.events_applied = applied;
+            }
+            Event::BranchCreated { branch, base, .. } => {
+                self.data.git.branch = Some(branch.clone());
+                self.data.git.base = Some(base.clone());
+            }
+            Event::PhaseCommitted { phase, commit, .. } => {
+                if self.phase(phase.as_str()).is_none() {
+                    return Err(TransitionError::UnknownItem {
+                        item: ItemRef::Phase(phase.clone()),
+                    });
+                }
+                if self.data.git.commits.iter().any(|c| c.phase == *phase) {
+                    return Err(refused(
+                        event,
+                        format!("phase {phase} is already committed"),
+                    ));
+                }
+                self.data.git.commits.push(PhaseCommit {
+                    phase: phase.clone(),
+                    commit: commit.clone(),
+                });
+            }
+            Event::Tagged { tag, .. } => self.data.git.tag = Some(tag.clone()),
+            Event::Merged { commit, .. } => self.data.git.merge_commit = Some(commit.clone()),
+        }
+        self.data.updated_at = self.data.updated_at.max(event.at());
+        self.data.events_applied += 1;
+        Ok(())
+    }
+
+    fn item_ref(&self, item: &ItemRef) -> Result<&ItemState, TransitionError> {
+        self.item(item)
+            .ok_or_else(|| TransitionError::UnknownItem { item: item.clone() })
+    }
+
+    fn item_mut(&mut self, item: &ItemRef) -> Result<&mut ItemState, TransitionError> {
+        let slot = match item {
+            ItemRef::Phase(p) => self
+                .data
+                .workflow
+                .position(p.as_str())
+                .and_then(|i| self.data.phases.get_mut(i))
+                .map(|p| &mut p.item),
+            ItemRef::Task(t) => match self.task_index.get(t.as_str()) {
+                Some(&i) => self.data.tasks.get_mut(i).map(|t| &mut t.item),
+                None => None,
+            },
+        };
+        slot.ok_or_else(|| TransitionError::UnknownItem { item: item.clone() })
+    }
+
+    fn set_item_status(&mut self, item: &ItemRef, to: ItemStatus) -> Result<(), TransitionError> {
+        let st = self.item_mut(item)?;
+        check_item_transition(item, st.status, to)?;
+        st.status = to;
+        Ok(())
+    }
+
+    /// Raises an item's progress to `to` if higher; for a task, keeps the task phase's progress
+    /// (the weighted share of its tasks) in step, never lowering it.
+    fn raise_progress(&mut self, item: &ItemRef, to: Progress) -> Result<(), TransitionError> {
+        let st = self.item_mut(item)?;
+        let before = st.progress;
+        if to <= before {
+            return Ok(());
+        }
+        st.progress = to;
+        if let ItemRef::Task(t) = item {
+            let weight = self
+                .task(t.as_str())
+                .map(|t| u128::from(t.spec.progress_weight()))
+                .unwrap_or(0);
+            self.task_done += weight * u128::from(to.basis_points() - before.basis_points());
+            self.bump_task_phase();
+        }
+        Ok(())
+    }
+
+    /// Raises the task phase's progress to the share of its tasks done, short of complete.
+    fn bump_task_phase(&mut self) {
+        let Some(share) = self.task_share() else {
+            return;
+        };
+        let Some(i) = self
+            .data
+            .workflow
+            .position(self.data.workflow.task_phase().as_str())
+        else {
+            return;
+        };
+        if let Some(p) = self.data.phases.get_mut(i)
+            && p.item.status != ItemStatus::Completed
+        {
+            p.item.progress = p.item.progress.max(share.short_of_complete());
+        }
+    }
+
+    fn add_tasks(&mut self, tasks: &[TaskSpec]) -> Result<(), TransitionError> {
+        let mut problems = Vec::new();
+        let task_phase = self.data.workflow.task_phase().clone();
+        if let Some(p) = self.phase(task_phase.as_str())
+            && p.item.status.is_final()
+        {
+            problems.push(Problem::new(
+                format!("phase {task_phase}"),
+                ProblemKind::Inconsistent,
+                format!("the task phase is {}; no task can join it", p.item.status),
+            ));
+        }
+        let mut new_ids = std::collections::HashMap::with_capacity(tasks.len());
+        for (i, t) in tasks.iter().enumerate() {
+            if self.task_index.contains_key(t.id.as_str()) || new_ids.insert(&t.id, i).is_some() {
+                problems.push(Problem::new(
+                    format!("tasks[{i}].id"),
+                    ProblemKind::DuplicateId,
+                    format!("task id {:?} is already used", t.id.as_str()),
+                ));
+            }
+        }
+        for (i, t) in tasks.iter().enumerate() {
+            for (j, d) in t.dependencies.iter().enumerate() {
+                let loc = format!("tasks[{i}].dependencies[{j}]");
+                if *d == t.id {
+                    problems.push(Problem::new(
+                        loc,
+                        ProblemKind::SelfDependency,
+                        format!("task {:?} depends on itself", t.id.as_str()),
+                    ));
+                } else if self.task_index.contains_key(d.as_str()) {
+                    // An existing task: fine.
+                } else {
+                    match new_ids.get(d) {
+                        None => problems.push(Problem::new(
+                            loc,
+                            ProblemKind::UnknownDependency,
+                            format!(
+                                "task {:?} depends on unknown task {:?}",
+                                t.id.as_str(),
+                                d.as_str()
+                            ),
+                        )),
+                        Some(&k) if k > i => problems.push(Problem::new(
+                            loc,
+                            ProblemKind::Inconsistent,
+                            format!(
+                                "task {:?} depends on {:?}, listed after it (list tasks in dependency order)",
+                                t.id.as_str(),
+                                d.as_str()
+                            ),
+                        )),
+                        Some(_) => {}
+                    }
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(TransitionError::Tasks(Problems(problems)));
+        }
+        self.data.tasks.reserve(tasks.len());
+        for t in tasks {
+            self.task_index.insert(t.id.clone(), self.data.tasks.len());
+            self.task_total += u128::from(t.progress_weight()) * 10_000;
+            self.data.tasks.push(TaskState {
+                spec: t.clone(),
+                item: ItemState::default(),
+            });
+        }
+        Ok(())
+    }
+}

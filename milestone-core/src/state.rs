@@ -1,0 +1,976 @@
+//! Milestone state and its transition rules.
+//!
+//! [`MilestoneState`] is the canonical state of one milestone. It is never edited field by
+//! field: it is created by [`MilestoneState::new`] from a [`Event::Created`] and changed only by
+//! [`MilestoneState::apply`], so that state is a fold of the event log (see [`crate::event`]).
+//! Deserializing a state runs the same consistency checks as building it, so an inconsistent
+//! state never exists in memory.
+//!
+//! The status machines are small tables, exposed as [`check_item_transition`],
+//! [`check_milestone_transition`] and [`check_mode_transition`]:
+//!
+//! ```text
+//! item:      pending -> in-progress | blocked | skipped | cancelled
+//!            in-progress -> completed | failed | blocked | cancelled | in-progress (restart)
+//!            failed -> in-progress (retry) | skipped (degraded) | cancelled
+//!            blocked -> in-progress | skipped | cancelled | failed
+//!            completed, skipped, cancelled: final
+//! milestone: active -> completed | blocked | failed | awaiting-intervention | cancelled
+//!            blocked | awaiting-intervention -> active | failed | cancelled
+//!            failed -> active (the host retries) | cancelled
+//!            completed, cancelled: final
+//! mode:      planning -> execution
+//! ```
+//!
+//! [`Event::Created`]: crate::event::Event::Created
+
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::error::{LoadError, Problem, ProblemKind, Problems};
+use crate::id::{MilestoneId, PhaseId, TaskId};
+use crate::plan::MilestonePlan;
+use crate::units::{Priority, Progress, Timestamp};
+use crate::workflow::Workflow;
+
+/// The newest state schema this build reads and the one it writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The largest state JSON [`MilestoneState::from_json`] accepts (256 MiB).
+pub const MAX_STATE_JSON: usize = 256 << 20;
+
+/// The status of a milestone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MilestoneStatus {
+    /// Being planned or executed.
+    Active,
+    /// Every phase is done.
+    Completed,
+    /// Waiting on something outside the milestone.
+    Blocked,
+    /// Recovery was exhausted.
+    Failed,
+    /// Paused until the host answers an intervention.
+    AwaitingIntervention,
+    /// Cancelled by the host.
+    Cancelled,
+}
+
+impl MilestoneStatus {
+    /// Every status, for tables.
+    pub const ALL: [MilestoneStatus; 6] = [
+        MilestoneStatus::Active,
+        MilestoneStatus::Completed,
+        MilestoneStatus::Blocked,
+        MilestoneStatus::Failed,
+        MilestoneStatus::AwaitingIntervention,
+        MilestoneStatus::Cancelled,
+    ];
+
+    /// Whether no further change is possible.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            MilestoneStatus::Completed | MilestoneStatus::Cancelled
+        )
+    }
+
+    /// The kebab-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            MilestoneStatus::Active => "active",
+            MilestoneStatus::Completed => "completed",
+            MilestoneStatus::Blocked => "blocked",
+            MilestoneStatus::Failed => "failed",
+            MilestoneStatus::AwaitingIntervention => "awaiting-intervention",
+            MilestoneStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for MilestoneStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Whether a milestone is being planned or executed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// The analyses run and a plan is built.
+    Planning,
+    /// The phases run.
+    Execution,
+}
+
+/// The status of a phase or a task.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ItemStatus {
+    /// Not started.
+    #[default]
+    Pending,
+    /// Running.
+    InProgress,
+    /// Done.
+    Completed,
+    /// The last attempt failed; may be retried.
+    Failed,
+    /// Waiting on something.
+    Blocked,
+    /// Skipped by a degraded run.
+    Skipped,
+    /// Cancelled.
+    Cancelled,
+}
+
+impl ItemStatus {
+    /// Every status, for tables.
+    pub const ALL: [ItemStatus; 7] = [
+        ItemStatus::Pending,
+        ItemStatus::InProgress,
+        ItemStatus::Completed,
+        ItemStatus::Failed,
+        ItemStatus::Blocked,
+        ItemStatus::Skipped,
+        ItemStatus::Cancelled,
+    ];
+
+    /// Whether no further change is possible.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            ItemStatus::Completed | ItemStatus::Skipped | ItemStatus::Cancelled
+        )
+    }
+
+    /// Whether dependents may treat this item as done (completed or skipped).
+    pub fn is_done(self) -> bool {
+        matches!(self, ItemStatus::Completed | ItemStatus::Skipped)
+    }
+
+    /// The kebab-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ItemStatus::Pending => "pending",
+            ItemStatus::InProgress => "in-progress",
+            ItemStatus::Completed => "completed",
+            ItemStatus::Failed => "failed",
+            ItemStatus::Blocked => "blocked",
+            ItemStatus::Skipped => "skipped",
+            ItemStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for ItemStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An illegal status change, or an event that does not fit the state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransitionError {
+    /// A phase or task may not go from one status to the other.
+    #[error("{item}: cannot go from {from} to {to}")]
+    Item {
+        /// The item.
+        item: ItemRef,
+        /// Its status.
+        from: ItemStatus,
+        /// The refused status.
+        to: ItemStatus,
+    },
+    /// The milestone may not go from one status to the other.
+    #[error("milestone: cannot go from {from} to {to}")]
+    Milestone {
+        /// Its status.
+        from: MilestoneStatus,
+        /// The refused status.
+        to: MilestoneStatus,
+    },
+    /// The milestone may not go from one mode to the other.
+    #[error("milestone: cannot go from mode {from:?} to {to:?}")]
+    Mode {
+        /// Its mode.
+        from: Mode,
+        /// The refused mode.
+        to: Mode,
+    },
+    /// An event names a phase or task the milestone does not have.
+    #[error("{item}: no such item in this milestone")]
+    UnknownItem {
+        /// The item.
+        item: ItemRef,
+    },
+    /// An event was refused for a reason other than a status table.
+    #[error("event {event} refused: {reason}")]
+    Refused {
+        /// The event's kind (`item-started`, …).
+        event: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// Tasks could not be added; every problem is listed.
+    #[error("tasks refused: {0}")]
+    Tasks(Problems),
+}
+
+/// Checks a phase or task status change against the item table (module docs).
+///
+/// # Errors
+/// [`TransitionError::Item`] when the change is illegal.
+pub fn check_item_transition(
+    item: &ItemRef,
+    from: ItemStatus,
+    to: ItemStatus,
+) -> Result<(), TransitionError> {
+    use ItemStatus::*;
+    let ok = match from {
+        Pending => matches!(to, InProgress | Blocked | Skipped | Cancelled),
+        InProgress => matches!(to, InProgress | Completed | Failed | Blocked | Cancelled),
+        Failed => matches!(to, InProgress | Skipped | Cancelled),
+        Blocked => matches!(to, InProgress | Skipped | Cancelled | Failed),
+        Completed | Skipped | Cancelled => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(TransitionError::Item {
+            item: item.clone(),
+            from,
+            to,
+        })
+    }
+}
+
+/// Checks a milestone status change against the milestone table (module docs). Completion also
+/// needs every phase done, which [`MilestoneState::apply`] checks.
+///
+/// # Errors
+/// [`TransitionError::Milestone`] when the change is illegal.
+pub fn check_milestone_transition(
+    from: MilestoneStatus,
+    to: MilestoneStatus,
+) -> Result<(), TransitionError> {
+    use MilestoneStatus::*;
+    let ok = match from {
+        Active => matches!(
+            to,
+            Completed | Blocked | Failed | AwaitingIntervention | Cancelled
+        ),
+        Blocked | AwaitingIntervention => matches!(to, Active | Failed | Cancelled),
+        Failed => matches!(to, Active | Cancelled),
+        Completed | Cancelled => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(TransitionError::Milestone { from, to })
+    }
+}
+
+/// Checks a mode change: only planning → execution.
+///
+/// # Errors
+/// [`TransitionError::Mode`] otherwise.
+pub fn check_mode_transition(from: Mode, to: Mode) -> Result<(), TransitionError> {
+    if from == Mode::Planning && to == Mode::Execution {
+        Ok(())
+    } else {
+        Err(TransitionError::Mode { from, to })
+    }
+}
+
+/// A reference to a phase or a task.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ItemRef {
+    /// A phase of the workflow.
+    Phase(PhaseId),
+    /// A task of the task phase.
+    Task(TaskId),
+}
+
+impl ItemRef {
+    /// The id as a string.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ItemRef::Phase(p) => p.as_str(),
+            ItemRef::Task(t) => t.as_str(),
+        }
+    }
+}
+
+impl fmt::Display for ItemRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ItemRef::Phase(p) => write!(f, "phase {p}"),
+            ItemRef::Task(t) => write!(f, "task {t}"),
+        }
+    }
+}
+
+/// Where an artifact's content is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ArtifactBody {
+    /// The content itself.
+    Inline(String),
+    /// A path relative to the milestone's repository.
+    Path(String),
+}
+
+/// A named product of a phase or task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Artifact {
+    /// The artifact's name; matched against a phase's expected outputs.
+    pub name: String,
+    /// What it is (`document`, `diagram`, `code`, `report`, …).
+    pub kind: String,
+    /// Its content.
+    pub body: ArtifactBody,
+}
+
+/// What a finished phase or task produced.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ItemOutput {
+    /// A one-line summary.
+    #[serde(default)]
+    pub summary: String,
+    /// Named artifacts.
+    #[serde(default)]
+    pub artifacts: Vec<Artifact>,
+    /// Decisions taken, in words.
+    #[serde(default)]
+    pub decisions: Vec<String>,
+    /// Structured data handed on to dependents.
+    #[serde(default)]
+    pub data: serde_json::Value,
+}
+
+/// Why an attempt failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// Worth retrying.
+    Transient,
+    /// Retrying will not help.
+    Permanent,
+    /// The attempt ran past its deadline.
+    Timeout,
+    /// The runner was not available.
+    Unavailable,
+    /// A quality gate failed.
+    Gate,
+    /// The attempt was interrupted (a crash or a cancelled pipeline predecessor).
+    Interrupted,
+}
+
+/// A failure with its message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ItemError {
+    /// The kind.
+    pub kind: FailureKind,
+    /// What happened.
+    pub message: String,
+}
+
+/// The state shared by phases and tasks.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ItemState {
+    /// Status.
+    pub status: ItemStatus,
+    /// When the first attempt started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Timestamp>,
+    /// When it completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Timestamp>,
+    /// Attempts started so far.
+    #[serde(default)]
+    pub attempts: u32,
+    /// Progress, never decreasing outside a rollback; complete only when completed.
+    #[serde(default)]
+    pub progress: Progress,
+    /// The last partial result handed off, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial: Option<serde_json::Value>,
+    /// What it produced, once completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<ItemOutput>,
+    /// The last failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<ItemError>,
+}
+
+/// The state of one phase.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhaseState {
+    /// The phase.
+    pub id: PhaseId,
+    /// Its status, times, attempts, progress and output.
+    #[serde(flatten)]
+    pub item: ItemState,
+}
+
+/// A task of the task phase, as planned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    /// Its id, unique within the milestone.
+    pub id: TaskId,
+    /// A human title.
+    pub title: String,
+    /// Tasks that must complete first.
+    #[serde(default)]
+    pub dependencies: Vec<TaskId>,
+    /// Estimated effort in milliseconds, if known; weights the task phase's progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate_ms: Option<u64>,
+    /// How urgent it is.
+    #[serde(default)]
+    pub priority: Priority,
+}
+
+impl TaskSpec {
+    /// A task with no dependencies, no estimate, medium priority.
+    pub fn new(id: TaskId, title: impl Into<String>) -> Self {
+        TaskSpec {
+            id,
+            title: title.into(),
+            dependencies: Vec::new(),
+            estimate_ms: None,
+            priority: Priority::Medium,
+        }
+    }
+
+    /// The weight of this task in its phase's progress: its estimate, or one hour.
+    pub fn progress_weight(&self) -> u64 {
+        self.estimate_ms.unwrap_or(DEFAULT_TASK_WEIGHT_MS).max(1)
+    }
+}
+
+/// The weight of a task without an estimate in its phase's progress (one hour).
+pub const DEFAULT_TASK_WEIGHT_MS: u64 = 3_600_000;
+
+/// The state of one task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskState {
+    /// The task as planned.
+    pub spec: TaskSpec,
+    /// Its status, times, attempts, progress and output.
+    #[serde(flatten)]
+    pub item: ItemState,
+}
+
+/// One phase commit on the milestone branch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhaseCommit {
+    /// The phase.
+    pub phase: PhaseId,
+    /// The commit id.
+    pub commit: String,
+}
+
+/// What git knows of the milestone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitInfo {
+    /// The milestone branch, once created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// The base branch it was created from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// One commit per completed phase, in order.
+    #[serde(default)]
+    pub commits: Vec<PhaseCommit>,
+    /// The tag, once the milestone completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// The merge commit on the base branch, once merged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge_commit: Option<String>,
+}
+
+/// A host's answer to an intervention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Decision {
+    /// Try the item again.
+    Retry,
+    /// Skip the item and carry on.
+    Skip,
+    /// Go back to the last checkpoint.
+    Rollback,
+    /// Fail the milestone.
+    Abort,
+}
+
+/// An open request for the host's decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Intervention {
+    /// The item concerned, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<ItemRef>,
+    /// Why the host is asked.
+    pub reason: String,
+    /// The answers the host may give.
+    pub options: Vec<Decision>,
+    /// When it was asked.
+    pub requested_at: Timestamp,
+}
+
+/// A named checkpoint known to the state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointMark {
+    /// The label.
+    pub label: String,
+    /// When it was taken.
+    pub at: Timestamp,
+}
+
+/// The serialized form of [`MilestoneState`]; also what the events mutate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StateData {
+    pub(crate) schema_version: u32,
+    pub(crate) id: MilestoneId,
+    pub(crate) title: String,
+    #[serde(default)]
+    pub(crate) context: String,
+    pub(crate) created_at: Timestamp,
+    pub(crate) updated_at: Timestamp,
+    pub(crate) status: MilestoneStatus,
+    pub(crate) mode: Mode,
+    #[serde(default)]
+    pub(crate) seed: u64,
+    pub(crate) workflow: Workflow,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) plan: Option<Box<MilestonePlan>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) strategy: Option<String>,
+    pub(crate) phases: Vec<PhaseState>,
+    #[serde(default)]
+    pub(crate) tasks: Vec<TaskState>,
+    #[serde(default)]
+    pub(crate) git: GitInfo,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) intervention: Option<Intervention>,
+    #[serde(default)]
+    pub(crate) checkpoints: Vec<CheckpointMark>,
+    #[serde(default)]
+    pub(crate) rollbacks: u32,
+    #[serde(default)]
+    pub(crate) events_applied: u64,
+}
+
+/// The canonical state of one milestone. See the module docs.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "StateData")]
+pub struct MilestoneState {
+    pub(crate) data: StateData,
+    /// Task id → position in `data.tasks`.
+    pub(crate) task_index: HashMap<TaskId, usize>,
+    /// Σ weight × progress (basis points) of the tasks, for O(1) task-phase progress.
+    pub(crate) task_done: u128,
+    /// Σ weight × 10 000 of the tasks.
+    pub(crate) task_total: u128,
+}
+
+impl Serialize for MilestoneState {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.data.serialize(s)
+    }
+}
+
+impl TryFrom<StateData> for MilestoneState {
+    type Error = Problems;
+    fn try_from(data: StateData) -> Result<Self, Problems> {
+        MilestoneState::from_data(data)
+    }
+}
+
+impl MilestoneState {
+    /// The state right after a milestone is created: planning mode, active, every phase pending,
+    /// no tasks.
+    pub fn new(
+        id: MilestoneId,
+        title: impl Into<String>,
+        context: impl Into<String>,
+        workflow: Workflow,
+        created_at: Timestamp,
+        seed: u64,
+    ) -> MilestoneState {
+        let phases = workflow
+            .phases()
+            .iter()
+            .map(|p| PhaseState {
+                id: p.id.clone(),
+                item: ItemState::default(),
+            })
+            .collect();
+        MilestoneState {
+            data: StateData {
+                schema_version: SCHEMA_VERSION,
+                id,
+                title: title.into(),
+                context: context.into(),
+                created_at,
+                updated_at: created_at,
+                status: MilestoneStatus::Active,
+                mode: Mode::Planning,
+                seed,
+                workflow,
+                plan: None,
+                strategy: None,
+                phases,
+                tasks: Vec::new(),
+                git: GitInfo::default(),
+                intervention: None,
+                checkpoints: Vec::new(),
+                rollbacks: 0,
+                events_applied: 1,
+            },
+            task_index: HashMap::new(),
+            task_done: 0,
+            task_total: 0,
+        }
+    }
+
+    /// Loads a state from JSON: size limit, schema version, unknown fields refused, and every
+    /// consistency problem reported.
+    ///
+    /// # Errors
+    /// [`LoadError`] saying what is wrong and where.
+    pub fn from_json(json: &str) -> Result<MilestoneState, LoadError> {
+        if json.len() > MAX_STATE_JSON {
+            return Err(LoadError::TooLarge {
+                what: "milestone state",
+                size: json.len(),
+                limit: MAX_STATE_JSON,
+            });
+        }
+        crate::load::check_schema_version("milestone state", json, SCHEMA_VERSION)?;
+        let data: StateData = serde_json::from_str(json)
+            .map_err(|e| crate::load::malformed("milestone state", &e))?;
+        MilestoneState::from_data(data).map_err(|problems| LoadError::Invalid {
+            what: "milestone state",
+            problems,
+        })
+    }
+
+    pub(crate) fn from_data(data: StateData) -> Result<MilestoneState, Problems> {
+        let mut problems = Vec::new();
+        if data.schema_version == 0 || data.schema_version > SCHEMA_VERSION {
+            problems.push(Problem::new(
+                "schema_version",
+                ProblemKind::OutOfRange,
+                format!(
+                    "schema version {} is not supported (this library reads 1..={SCHEMA_VERSION})",
+                    data.schema_version
+                ),
+            ));
+        }
+        let wf = data.workflow.phases();
+        if wf.len() != data.phases.len() || wf.iter().zip(&data.phases).any(|(w, p)| w.id != p.id) {
+            problems.push(Problem::new(
+                "phases",
+                ProblemKind::Inconsistent,
+                "the phase list does not match the workflow's phases in order",
+            ));
+        }
+        let mut task_index = HashMap::with_capacity(data.tasks.len());
+        for (i, t) in data.tasks.iter().enumerate() {
+            if task_index.insert(t.spec.id.clone(), i).is_some() {
+                problems.push(Problem::new(
+                    format!("tasks[{i}].id"),
+                    ProblemKind::DuplicateId,
+                    format!("task id {:?} appears twice", t.spec.id.as_str()),
+                ));
+            }
+        }
+        for (i, t) in data.tasks.iter().enumerate() {
+            for (j, d) in t.spec.dependencies.iter().enumerate() {
+                match task_index.get(d) {
+                    None => problems.push(Problem::new(
+                        format!("tasks[{i}].dependencies[{j}]"),
+                        ProblemKind::UnknownDependency,
+                        format!(
+                            "task {:?} depends on unknown task {:?}",
+                            t.spec.id.as_str(),
+                            d.as_str()
+                        ),
+                    )),
+                    Some(&k) if k >= i => problems.push(Problem::new(
+                        format!("tasks[{i}].dependencies[{j}]"),
+                        ProblemKind::Inconsistent,
+                        format!(
+                            "task {:?} depends on {:?}, which is not listed before it",
+                            t.spec.id.as_str(),
+                            d.as_str()
+                        ),
+                    )),
+                    Some(_) => {}
+                }
+            }
+        }
+        let all_items = data
+            .phases
+            .iter()
+            .map(|p| (format!("phase {}", p.id), &p.item))
+            .chain(
+                data.tasks
+                    .iter()
+                    .map(|t| (format!("task {}", t.spec.id), &t.item)),
+            );
+        for (loc, item) in all_items {
+            if item.progress.is_complete() != (item.status == ItemStatus::Completed) {
+                problems.push(Problem::new(
+                    loc,
+                    ProblemKind::Inconsistent,
+                    format!(
+                        "progress {} does not match status {}",
+                        item.progress, item.status
+                    ),
+                ));
+            }
+        }
+        if data.status == MilestoneStatus::Completed
+            && data.phases.iter().any(|p| !p.item.status.is_done())
+        {
+            problems.push(Problem::new(
+                "status",
+                ProblemKind::Inconsistent,
+                "the milestone is completed but not every phase is",
+            ));
+        }
+        Problems(problems).into_result(())?;
+        let (mut task_done, mut task_total) = (0u128, 0u128);
+        for t in &data.tasks {
+            let w = u128::from(t.spec.progress_weight());
+            task_total += w * 10_000;
+            task_done += w * u128::from(t.item.progress.basis_points());
+        }
+        Ok(MilestoneState {
+            data,
+            task_index,
+            task_done,
+            task_total,
+        })
+    }
+
+    /// The schema version of this state.
+    pub fn schema_version(&self) -> u32 {
+        self.data.schema_version
+    }
+    /// The milestone's id.
+    pub fn id(&self) -> &MilestoneId {
+        &self.data.id
+    }
+    /// Its title.
+    pub fn title(&self) -> &str {
+        &self.data.title
+    }
+    /// Its context (free text handed to the agents).
+    pub fn context(&self) -> &str {
+        &self.data.context
+    }
+    /// When it was created.
+    pub fn created_at(&self) -> Timestamp {
+        self.data.created_at
+    }
+    /// The time of the last event applied.
+    pub fn updated_at(&self) -> Timestamp {
+        self.data.updated_at
+    }
+    /// Its status.
+    pub fn status(&self) -> MilestoneStatus {
+        self.data.status
+    }
+    /// Its mode.
+    pub fn mode(&self) -> Mode {
+        self.data.mode
+    }
+    /// The seed of its deterministic randomness (backoff jitter).
+    pub fn seed(&self) -> u64 {
+        self.data.seed
+    }
+    /// Its workflow.
+    pub fn workflow(&self) -> &Workflow {
+        &self.data.workflow
+    }
+    /// Its plan, once recorded.
+    pub fn plan(&self) -> Option<&MilestonePlan> {
+        self.data.plan.as_deref()
+    }
+    /// The execution strategy chosen, once chosen.
+    pub fn strategy(&self) -> Option<&str> {
+        self.data.strategy.as_deref()
+    }
+    /// Its phases, in workflow order.
+    pub fn phases(&self) -> &[PhaseState] {
+        &self.data.phases
+    }
+    /// The phase with `id`.
+    pub fn phase(&self, id: &str) -> Option<&PhaseState> {
+        self.data
+            .workflow
+            .position(id)
+            .and_then(|i| self.data.phases.get(i))
+    }
+    /// Its tasks, in the order they were added (dependencies always before dependents).
+    pub fn tasks(&self) -> &[TaskState] {
+        &self.data.tasks
+    }
+    /// The task with `id`.
+    pub fn task(&self, id: &str) -> Option<&TaskState> {
+        self.task_index.get(id).map(|&i| &self.data.tasks[i])
+    }
+    /// The position of task `id` in [`MilestoneState::tasks`].
+    pub fn task_position(&self, id: &str) -> Option<usize> {
+        self.task_index.get(id).copied()
+    }
+    /// The state of any item.
+    pub fn item(&self, item: &ItemRef) -> Option<&ItemState> {
+        match item {
+            ItemRef::Phase(p) => self.phase(p.as_str()).map(|p| &p.item),
+            ItemRef::Task(t) => self.task(t.as_str()).map(|t| &t.item),
+        }
+    }
+    /// What git knows of it.
+    pub fn git(&self) -> &GitInfo {
+        &self.data.git
+    }
+    /// The open intervention, if any.
+    pub fn intervention(&self) -> Option<&Intervention> {
+        self.data.intervention.as_ref()
+    }
+    /// Checkpoints taken (since the last rollback).
+    pub fn checkpoints(&self) -> &[CheckpointMark] {
+        &self.data.checkpoints
+    }
+    /// How many rollbacks have happened.
+    pub fn rollbacks(&self) -> u32 {
+        self.data.rollbacks
+    }
+    /// How many events this state is the fold of.
+    pub fn events_applied(&self) -> u64 {
+        self.data.events_applied
+    }
+    /// The task phase's progress computed from its tasks (weighted by estimates), or `None` when
+    /// it has no tasks. O(1).
+    pub fn task_share(&self) -> Option<Progress> {
+        if self.task_total == 0 {
+            return None;
+        }
+        let bp = self.task_done * 10_000 / self.task_total;
+        Some(Progress::from_basis_points(bp as u32))
+    }
+    /// Whether every phase is completed.
+    pub fn all_phases_completed(&self) -> bool {
+        self.data
+            .phases
+            .iter()
+            .all(|p| p.item.status == ItemStatus::Completed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn item_transition_table_covers_every_pair() {
+        use ItemStatus::*;
+        let legal = [
+            (Pending, InProgress),
+            (Pending, Blocked),
+            (Pending, Skipped),
+            (Pending, Cancelled),
+            (InProgress, InProgress),
+            (InProgress, Completed),
+            (InProgress, Failed),
+            (InProgress, Blocked),
+            (InProgress, Cancelled),
+            (Failed, InProgress),
+            (Failed, Skipped),
+            (Failed, Cancelled),
+            (Blocked, InProgress),
+            (Blocked, Skipped),
+            (Blocked, Cancelled),
+            (Blocked, Failed),
+        ];
+        let item = ItemRef::Phase(PhaseId::new("design").unwrap());
+        for from in ItemStatus::ALL {
+            for to in ItemStatus::ALL {
+                let expected = legal.contains(&(from, to));
+                let got = check_item_transition(&item, from, to);
+                assert_eq!(got.is_ok(), expected, "{from} -> {to}");
+                if let Err(e) = got {
+                    let text = e.to_string();
+                    assert!(
+                        text.contains(from.name()) && text.contains(to.name()),
+                        "{text}"
+                    );
+                    assert!(text.contains("phase design"), "{text}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn milestone_transition_table_covers_every_pair() {
+        use MilestoneStatus::*;
+        let legal = [
+            (Active, Completed),
+            (Active, Blocked),
+            (Active, Failed),
+            (Active, AwaitingIntervention),
+            (Active, Cancelled),
+            (Blocked, Active),
+            (Blocked, Failed),
+            (Blocked, Cancelled),
+            (AwaitingIntervention, Active),
+            (AwaitingIntervention, Failed),
+            (AwaitingIntervention, Cancelled),
+            (Failed, Active),
+            (Failed, Cancelled),
+        ];
+        for from in MilestoneStatus::ALL {
+            for to in MilestoneStatus::ALL {
+                let expected = legal.contains(&(from, to));
+                assert_eq!(
+                    check_milestone_transition(from, to).is_ok(),
+                    expected,
+                    "{from} -> {to}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn mode_transitions() {
+        assert!(check_mode_transition(Mode::Planning, Mode::Execution).is_ok());
+        assert!(check_mode_transition(Mode::Execution, Mode::Planning).is_err());
+        assert!(check_mode_transition(Mode::Execution, Mode::Execution).is_err());
+        assert!(check_mode_transition(Mode::Planning, Mode::Planning).is_err());
+    }
+}

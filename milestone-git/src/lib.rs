@@ -1,0 +1,1 @@
+//! milestone-git: skeleton, filled by a later issue.

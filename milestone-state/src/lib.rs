@@ -1,0 +1,1 @@
+//! milestone-state: skeleton, filled by a later issue.
