@@ -26,14 +26,19 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod bridge;
 pub mod complexity;
 pub mod dag;
+pub mod engine;
 pub mod error;
 pub mod event;
+pub mod graph;
 pub mod id;
 pub mod kiro;
 pub mod load;
+pub mod picture;
 pub mod plan;
+pub mod progress;
 pub mod state;
 pub mod units;
 pub mod workflow;

@@ -1,0 +1,1 @@
+//! Reserved for the `bridge` module (in progress on its own branch).

@@ -1,0 +1,1 @@
+//! Reserved for the scheduling engine (in progress on its own branch).

@@ -1,0 +1,1 @@
+//! Reserved for the `graph` module (in progress on its own branch).

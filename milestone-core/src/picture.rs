@@ -1,0 +1,1 @@
+//! Reserved for the `picture` module (in progress on its own branch).
