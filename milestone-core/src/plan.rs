@@ -383,10 +383,27 @@ pub fn aggregate(analyses: Analyses) -> MilestonePlan {
     }
 }
 
-/// Problems a plan has whatever its workflow: task ids unique, dependencies known, no
-/// self-dependency, no cycle; no phase estimated twice. Pushes onto `out`.
-fn structure_problems(plan: &MilestonePlan, out: &mut Vec<Problem>) {
-    let tasks = &plan.tasks;
+/// The dependency graph of a plan's tasks over dense indices: task `i` depends on
+/// `deps[start[i]..start[i + 1]]`. Unknown dependencies and self-dependencies are left out (they
+/// are reported as problems); a duplicate id resolves to its first task.
+struct TaskGraph {
+    start: Vec<usize>,
+    deps: Vec<usize>,
+}
+
+impl TaskGraph {
+    fn deps_of(&self, i: usize) -> &[usize] {
+        &self.deps[self.start[i]..self.start[i + 1]]
+    }
+
+    fn len(&self) -> usize {
+        self.start.len() - 1
+    }
+}
+
+/// Checks the tasks' structure (ids unique, dependencies known, no self-dependency, no cycle),
+/// pushing problems onto `out`, and returns their graph.
+fn task_structure(tasks: &[TaskSpec], out: &mut Vec<Problem>) -> TaskGraph {
     let mut index: HashMap<&str, usize> = HashMap::with_capacity(tasks.len());
     for (i, t) in tasks.iter().enumerate() {
         if let Some(&first) = index.get(t.id.as_str()) {
@@ -402,35 +419,38 @@ fn structure_problems(plan: &MilestonePlan, out: &mut Vec<Problem>) {
             index.insert(t.id.as_str(), i);
         }
     }
-    let mut deps: Vec<Vec<usize>> = Vec::with_capacity(tasks.len());
+    let edges: usize = tasks.iter().map(|t| t.dependencies.len()).sum();
+    let mut graph = TaskGraph {
+        start: Vec::with_capacity(tasks.len() + 1),
+        deps: Vec::with_capacity(edges),
+    };
+    graph.start.push(0);
     for (i, t) in tasks.iter().enumerate() {
-        let mut known = Vec::with_capacity(t.dependencies.len());
         for (j, d) in t.dependencies.iter().enumerate() {
-            let loc = format!("plan.tasks[{i}].dependencies[{j}]");
             if *d == t.id {
                 out.push(Problem::new(
-                    loc,
+                    format!("plan.tasks[{i}].dependencies[{j}]"),
                     ProblemKind::SelfDependency,
                     format!("task {:?} depends on itself", t.id.as_str()),
                 ));
-            } else {
-                match index.get(d.as_str()) {
-                    Some(&k) => known.push(k),
-                    None => out.push(Problem::new(
-                        loc,
-                        ProblemKind::UnknownDependency,
-                        format!(
-                            "task {:?} depends on unknown task {:?}",
-                            t.id.as_str(),
-                            d.as_str()
-                        ),
-                    )),
-                }
+                continue;
+            }
+            match index.get(d.as_str()) {
+                Some(&k) => graph.deps.push(k),
+                None => out.push(Problem::new(
+                    format!("plan.tasks[{i}].dependencies[{j}]"),
+                    ProblemKind::UnknownDependency,
+                    format!(
+                        "task {:?} depends on unknown task {:?}",
+                        t.id.as_str(),
+                        d.as_str()
+                    ),
+                )),
             }
         }
-        deps.push(known);
+        graph.start.push(graph.deps.len());
     }
-    if let Some(cycle) = crate::dag::find_cycle(tasks.len(), |i| deps[i].iter().copied()) {
+    if let Some(cycle) = crate::dag::find_cycle(graph.len(), |i| graph.deps_of(i).iter().copied()) {
         let mut path: Vec<&str> = cycle.iter().map(|&i| tasks[i].id.as_str()).collect();
         path.push(tasks[cycle[0]].id.as_str());
         out.push(Problem::new(
@@ -442,6 +462,13 @@ fn structure_problems(plan: &MilestonePlan, out: &mut Vec<Problem>) {
             ),
         ));
     }
+    graph
+}
+
+/// Problems a plan has whatever its workflow: the tasks' structure, and no phase estimated
+/// twice. Pushes onto `out` and returns the task graph.
+fn structure_problems(plan: &MilestonePlan, out: &mut Vec<Problem>) -> TaskGraph {
+    let graph = task_structure(&plan.tasks, out);
     if let Some(est) = &plan.estimates {
         let mut seen: HashMap<&str, usize> = HashMap::with_capacity(est.phases.len());
         for (i, e) in est.phases.iter().enumerate() {
@@ -458,6 +485,45 @@ fn structure_problems(plan: &MilestonePlan, out: &mut Vec<Problem>) {
             }
         }
     }
+    graph
+}
+
+/// A stable topological order of `graph` (dependencies first; among tasks ready together the
+/// earliest index first), or `None` when it has a cycle.
+fn dependency_order(graph: &TaskGraph) -> Option<Vec<usize>> {
+    let n = graph.len();
+    // Reverse adjacency (dependents) in the same compact layout.
+    let mut count = vec![0usize; n + 1];
+    for &d in &graph.deps {
+        count[d + 1] += 1;
+    }
+    for i in 0..n {
+        count[i + 1] += count[i];
+    }
+    let mut fill = count.clone();
+    let mut dependents = vec![0usize; graph.deps.len()];
+    let mut indegree = vec![0usize; n];
+    for (i, deg) in indegree.iter_mut().enumerate() {
+        let deps = graph.deps_of(i);
+        *deg = deps.len();
+        for &d in deps {
+            dependents[fill[d]] = i;
+            fill[d] += 1;
+        }
+    }
+    let mut ready: BinaryHeap<Reverse<usize>> =
+        (0..n).filter(|&i| indegree[i] == 0).map(Reverse).collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(Reverse(i)) = ready.pop() {
+        order.push(i);
+        for &j in &dependents[count[i]..count[i + 1]] {
+            indegree[j] -= 1;
+            if indegree[j] == 0 {
+                ready.push(Reverse(j));
+            }
+        }
+    }
+    (order.len() == n).then_some(order)
 }
 
 fn missing(location: &str, what: &str) -> Problem {
@@ -493,6 +559,12 @@ fn unknown_phase(location: String, phase: &PhaseId) -> Problem {
 /// [`Problems`], never empty, in the order above.
 pub fn validate_plan(plan: &MilestonePlan, workflow: &Workflow) -> Result<(), Problems> {
     let mut out = Vec::new();
+    validate_into(plan, workflow, &mut out);
+    Problems(out).into_result(())
+}
+
+/// [`validate_plan`] pushing onto `out`, returning the task graph for reuse.
+fn validate_into(plan: &MilestonePlan, workflow: &Workflow, out: &mut Vec<Problem>) -> TaskGraph {
     if plan.scope.is_none() {
         out.push(missing("plan.scope", "scope analysis"));
     }
@@ -553,8 +625,7 @@ pub fn validate_plan(plan: &MilestonePlan, workflow: &Workflow) -> Result<(), Pr
             }
         }
     }
-    structure_problems(plan, &mut out);
-    Problems(out).into_result(())
+    structure_problems(plan, out)
 }
 
 /// The plan's tasks in dependency order: each after all its dependencies, and otherwise in plan
@@ -562,34 +633,16 @@ pub fn validate_plan(plan: &MilestonePlan, workflow: &Workflow) -> Result<(), Pr
 /// Dependencies the plan does not know are ignored; `None` when the tasks form a cycle.
 /// O(n log n + edges).
 pub fn tasks_in_dependency_order(tasks: &[TaskSpec]) -> Option<Vec<TaskSpec>> {
-    let n = tasks.len();
-    let mut index: HashMap<&str, usize> = HashMap::with_capacity(n);
-    for (i, t) in tasks.iter().enumerate() {
-        index.entry(t.id.as_str()).or_insert(i);
+    let mut problems = Vec::new();
+    let graph = task_structure(tasks, &mut problems);
+    if problems
+        .iter()
+        .any(|p| p.kind == ProblemKind::SelfDependency)
+    {
+        return None;
     }
-    let mut indegree = vec![0usize; n];
-    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
-    for (i, t) in tasks.iter().enumerate() {
-        for d in &t.dependencies {
-            if let Some(&k) = index.get(d.as_str()) {
-                indegree[i] += 1;
-                dependents[k].push(i);
-            }
-        }
-    }
-    let mut ready: BinaryHeap<Reverse<usize>> =
-        (0..n).filter(|&i| indegree[i] == 0).map(Reverse).collect();
-    let mut out = Vec::with_capacity(n);
-    while let Some(Reverse(i)) = ready.pop() {
-        out.push(tasks[i].clone());
-        for &j in &dependents[i] {
-            indegree[j] -= 1;
-            if indegree[j] == 0 {
-                ready.push(Reverse(j));
-            }
-        }
-    }
-    (out.len() == n).then_some(out)
+    let order = dependency_order(&graph)?;
+    Some(order.into_iter().map(|i| tasks[i].clone()).collect())
 }
 
 /// The events that move a milestone in planning mode with a recorded plan into execution:
@@ -624,9 +677,7 @@ pub fn start_execution(state: &MilestoneState, at: Timestamp) -> Result<Vec<Even
         out.push(missing("plan", "recorded plan: run planning first"));
         return Err(Problems(out));
     };
-    if let Err(p) = validate_plan(plan, state.workflow()) {
-        out.extend(p.0);
-    }
+    let graph = validate_into(plan, state.workflow(), &mut out);
     for (i, t) in plan.tasks.iter().enumerate() {
         if state.task(t.id.as_str()).is_some() {
             out.push(Problem::new(
@@ -645,13 +696,14 @@ pub fn start_execution(state: &MilestoneState, at: Timestamp) -> Result<Vec<Even
     let mut events = vec![Event::ExecutionStarted { at }];
     if !plan.tasks.is_empty() {
         // Validation proved the tasks acyclic, so the order exists.
-        let Some(tasks) = tasks_in_dependency_order(&plan.tasks) else {
+        let Some(order) = dependency_order(&graph) else {
             return Err(Problems(vec![Problem::new(
                 "plan.tasks",
                 ProblemKind::Cycle,
                 "the tasks form a dependency cycle",
             )]));
         };
+        let tasks = order.into_iter().map(|i| plan.tasks[i].clone()).collect();
         events.push(Event::TasksAdded { at, tasks });
     }
     Ok(events)
