@@ -48,7 +48,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::cmp::Reverse;
+use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap};
 
 use serde::{Deserialize, Serialize};
@@ -57,7 +57,7 @@ use crate::complexity::Complexity;
 use crate::error::{LoadError, Problem, ProblemKind, Problems};
 use crate::event::Event;
 use crate::id::PhaseId;
-use crate::kiro::{KiroCategory, KiroStrategy};
+use crate::kiro::{KiroCategory, KiroItem, KiroStrategy};
 use crate::state::{MilestoneState, Mode, TaskSpec, TransitionError};
 use crate::units::Timestamp;
 use crate::workflow::Workflow;
@@ -281,31 +281,32 @@ impl Analyses {
     }
 }
 
-/// Keeps the first of each run of exact duplicates, in order.
-fn dedup_keep_order<T: PartialEq>(items: Vec<T>) -> Vec<T> {
-    let mut out: Vec<T> = Vec::with_capacity(items.len());
-    for item in items {
-        if !out.contains(&item) {
-            out.push(item);
+/// Removes exact duplicates (items `cmp` finds equal), keeping the first of each and the order
+/// of the rest. O(n log n), so a huge analysis cannot make aggregation quadratic.
+fn dedup_by<T>(items: Vec<T>, cmp: impl Fn(&T, &T) -> Ordering) -> Vec<T> {
+    if items.len() < 2 {
+        return items;
+    }
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    // Stable: among equal items the earliest index comes first and is the one kept.
+    order.sort_by(|&a, &b| cmp(&items[a], &items[b]));
+    let mut keep = vec![true; items.len()];
+    for w in order.windows(2) {
+        if cmp(&items[w[0]], &items[w[1]]) == Ordering::Equal {
+            keep[w[1]] = false;
         }
     }
-    out
+    items
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(item, k)| k.then_some(item))
+        .collect()
 }
 
-/// Removes exact duplicate tasks (same id and same everything else), keeping the first, in
-/// order, in O(n) for large breakdowns.
-fn dedup_tasks(tasks: Vec<TaskSpec>) -> Vec<TaskSpec> {
-    let mut seen: HashMap<crate::id::TaskId, Vec<usize>> = HashMap::with_capacity(tasks.len());
-    let mut out: Vec<TaskSpec> = Vec::with_capacity(tasks.len());
-    for t in tasks {
-        let same = seen.entry(t.id.clone()).or_default();
-        if same.iter().any(|&k| out[k] == t) {
-            continue;
-        }
-        same.push(out.len());
-        out.push(t);
-    }
-    out
+fn dedup_kiro(items: Vec<KiroItem>) -> Vec<KiroItem> {
+    dedup_by(items, |a, b| {
+        (a.description.as_str(), a.phase.as_str()).cmp(&(b.description.as_str(), b.phase.as_str()))
+    })
 }
 
 fn sorted_set(mut v: Vec<String>) -> Vec<String> {
@@ -346,11 +347,17 @@ pub fn aggregate(analyses: Analyses) -> MilestonePlan {
     let (estimates, tasks) = match estimation {
         Some(e) => (
             Some(Estimates {
-                phases: dedup_keep_order(e.estimates.phases),
+                phases: dedup_by(e.estimates.phases, |a, b| {
+                    (a.phase.as_str(), a.effort_ms).cmp(&(b.phase.as_str(), b.effort_ms))
+                }),
                 buffer_percent: e.estimates.buffer_percent,
                 critical_path: e.estimates.critical_path,
             }),
-            dedup_tasks(e.tasks),
+            dedup_by(e.tasks, |a, b| {
+                (a.id.as_str(), a.title.as_str(), a.estimate_ms, a.priority)
+                    .cmp(&(b.id.as_str(), b.title.as_str(), b.estimate_ms, b.priority))
+                    .then_with(|| a.dependencies.cmp(&b.dependencies))
+            }),
         ),
         None => (None, Vec::new()),
     };
@@ -369,10 +376,10 @@ pub fn aggregate(analyses: Analyses) -> MilestonePlan {
         risks
     });
     let kiro = kiro.map(|k| KiroStrategy {
-        keep: dedup_keep_order(k.keep),
-        improve: dedup_keep_order(k.improve),
-        remove: dedup_keep_order(k.remove),
-        originate: dedup_keep_order(k.originate),
+        keep: dedup_kiro(k.keep),
+        improve: dedup_kiro(k.improve),
+        remove: dedup_kiro(k.remove),
+        originate: dedup_kiro(k.originate),
     });
     MilestonePlan {
         scope,

@@ -214,3 +214,40 @@ proptest! {
         prop_assert_eq!(got.scope.unwrap().components, want);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn exact_duplicates_go_and_first_occurrences_keep_their_order(
+        items in proptest::collection::vec(("[ab]{1,2}", prop_oneof![Just("design"), Just("spec")]), 0..24),
+        efforts in proptest::collection::vec(0u64..3, 0..12),
+    ) {
+        let kiro: Vec<KiroItem> = items.iter().map(|(d, p)| KiroItem::new(d.clone(), pid(p))).collect();
+        let estimates: Vec<PhaseEstimate> = efforts
+            .iter()
+            .enumerate()
+            .map(|(i, &e)| PhaseEstimate { phase: pid(if i % 2 == 0 { "design" } else { "spec" }), effort_ms: e })
+            .collect();
+        let plan = aggregate(Analyses {
+            kiro: Some(KiroStrategy { improve: kiro.clone(), ..KiroStrategy::default() }),
+            estimation: Some(EstimationAnalysis {
+                estimates: Estimates { phases: estimates.clone(), ..Estimates::default() },
+                tasks: Vec::new(),
+            }),
+            ..Analyses::default()
+        });
+        // The obvious quadratic rule, as the reference.
+        fn naive<T: PartialEq + Clone>(v: &[T]) -> Vec<T> {
+            let mut out: Vec<T> = Vec::new();
+            for x in v {
+                if !out.contains(x) {
+                    out.push(x.clone());
+                }
+            }
+            out
+        }
+        prop_assert_eq!(plan.kiro.unwrap().improve, naive(&kiro));
+        prop_assert_eq!(plan.estimates.unwrap().phases, naive(&estimates));
+    }
+}
