@@ -230,7 +230,12 @@ pub struct RiskAnalysis {
 
 /// The result of one planning analysis, as a host receives it from an agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "analysis", content = "result", rename_all = "kebab-case")]
+#[serde(
+    tag = "analysis",
+    content = "result",
+    rename_all = "kebab-case",
+    deny_unknown_fields
+)]
 pub enum Analysis {
     /// The scope analysis.
     Scope(ScopeAnalysis),
