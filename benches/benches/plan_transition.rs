@@ -7,7 +7,8 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use milestone_core::plan::{
-    Estimates, MilestonePlan, PhaseEstimate, ScopeAnalysis, initial_execution_state, validate_plan,
+    Estimates, MilestonePlan, PhaseEstimate, ScopeAnalysis, initial_execution_state,
+    start_execution, validate_plan,
 };
 use milestone_core::{
     Event, KiroItem, KiroStrategy, MilestoneId, MilestoneState, PhaseId, TaskId, TaskSpec,
@@ -90,6 +91,11 @@ fn bench(c: &mut Criterion) {
             b.iter(|| validate_plan(black_box(&p), &wf).expect("valid"))
         });
         let state = planning_state(p.clone());
+        g.bench_function(format!("start_execution/{n}"), |b| {
+            b.iter_with_large_drop(|| {
+                start_execution(black_box(&state), Timestamp(2)).expect("starts")
+            })
+        });
         g.bench_function(format!("initial_execution_state/{n}"), |b| {
             b.iter_with_large_drop(|| {
                 initial_execution_state(black_box(&state), Timestamp(2)).expect("starts")
