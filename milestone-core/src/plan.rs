@@ -559,7 +559,9 @@ fn unknown_phase(location: String, phase: &PhaseId) -> Problem {
 ///
 /// - every section present (`plan.scope`, `plan.estimates`, `plan.risks`, `plan.kiro`; an empty
 ///   risk list is an answer, an empty KIRO strategy is not);
-/// - each KIRO item's phase known (`plan.kiro.improve[2].phase`);
+/// - each risk and KIRO item described (`plan.risks[0].description`,
+///   `plan.kiro.keep[1].description`); each KIRO item's phase known
+///   (`plan.kiro.improve[2].phase`);
 /// - an estimate for every workflow phase (`plan.estimates.phases`), none for an unknown phase
 ///   (`plan.estimates.phases[1].phase`) and none twice; critical-path phases known and not
 ///   repeated (`plan.estimates.critical_path[0]`);
@@ -583,8 +585,19 @@ fn validate_into(plan: &MilestonePlan, workflow: &Workflow, out: &mut Vec<Proble
     if plan.estimates.is_none() {
         out.push(missing("plan.estimates", "estimates"));
     }
-    if plan.risks.is_none() {
-        out.push(missing("plan.risks", "risk analysis"));
+    match &plan.risks {
+        None => out.push(missing("plan.risks", "risk analysis")),
+        Some(risks) => {
+            for (i, r) in risks.iter().enumerate() {
+                if r.description.trim().is_empty() {
+                    out.push(Problem::new(
+                        format!("plan.risks[{i}].description"),
+                        ProblemKind::Missing,
+                        "a risk needs a description",
+                    ));
+                }
+            }
+        }
     }
     match &plan.kiro {
         None => out.push(missing("plan.kiro", "KIRO strategy")),
@@ -596,6 +609,13 @@ fn validate_into(plan: &MilestonePlan, workflow: &Workflow, out: &mut Vec<Proble
         Some(k) => {
             for c in KiroCategory::ALL {
                 for (i, item) in k.items(c).iter().enumerate() {
+                    if item.description.trim().is_empty() {
+                        out.push(Problem::new(
+                            format!("plan.kiro.{}[{i}].description", c.name()),
+                            ProblemKind::Missing,
+                            format!("a KIRO item to {} needs a description", c.name()),
+                        ));
+                    }
                     if workflow.position(item.phase.as_str()).is_none() {
                         out.push(unknown_phase(
                             format!("plan.kiro.{}[{i}].phase", c.name()),

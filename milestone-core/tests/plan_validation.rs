@@ -1,7 +1,7 @@
 //! Plan validation for the planning → execution transition, and the transition itself.
 
 use milestone_core::plan::{
-    Estimates, MilestonePlan, PhaseEstimate, ScopeAnalysis, initial_execution_state,
+    Estimates, Level, MilestonePlan, PhaseEstimate, Risk, ScopeAnalysis, initial_execution_state,
     start_execution, tasks_in_dependency_order, validate_plan,
 };
 use milestone_core::{
@@ -86,6 +86,29 @@ fn validation_table() {
         &[("plan.kiro", Missing)],
     );
     check(|p| p.tasks.clear(), &[]);
+    check(
+        |p| {
+            p.risks = Some(vec![Risk {
+                description: " ".into(),
+                probability: Level::Low,
+                impact: Level::High,
+                mitigation: String::new(),
+                contingency: String::new(),
+            }])
+        },
+        &[("plan.risks[0].description", Missing)],
+    );
+    check(
+        |p| p.kiro.as_mut().unwrap().improve[0].description.clear(),
+        &[("plan.kiro.improve[0].description", Missing)],
+    );
+    check(
+        |p| p.kiro.as_mut().unwrap().keep[0] = KiroItem::new("", pid("qa")),
+        &[
+            ("plan.kiro.keep[0].description", Missing),
+            ("plan.kiro.keep[0].phase", UnknownPhase),
+        ],
+    );
     check(
         |p| p.kiro.as_mut().unwrap().improve[1].phase = pid("deploy"),
         &[("plan.kiro.improve[1].phase", UnknownPhase)],
