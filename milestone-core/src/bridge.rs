@@ -207,8 +207,9 @@ impl CommandState {
     ///
     /// Every problem is reported at once: an id other than `base`'s (`id`), unknown phase names
     /// (`phases["x"]`, `phaseProgress["x"]`, `commits[2].phase`), a phase committed twice,
-    /// percentages outside 0–100, `awaiting-intervention` without an open intervention in
-    /// `base` (the flat shape cannot carry one), a phase leaving `pending` while `base` is
+    /// percentages outside 0–100, a status other than `base`'s when `base` is completed or
+    /// cancelled (final), `awaiting-intervention` without an open intervention in `base` (the
+    /// flat shape cannot carry one), a phase leaving `pending` while `base` is
     /// still planning, and any inconsistency of the resulting state (a completed phase short of
     /// 100 %, a completed milestone with open phases).
     ///
@@ -280,7 +281,17 @@ impl CommandState {
                 commit: c.commit.clone(),
             });
         }
-        if self.status == MilestoneStatus::AwaitingIntervention {
+        if base.status().is_final() && self.status != base.status() {
+            out.push(Problem::new(
+                "status",
+                ProblemKind::Inconsistent,
+                format!(
+                    "the milestone is {}, which is final; it cannot become {}",
+                    base.status(),
+                    self.status
+                ),
+            ));
+        } else if self.status == MilestoneStatus::AwaitingIntervention {
             if base.intervention().is_none() {
                 out.push(Problem::new(
                     "status",

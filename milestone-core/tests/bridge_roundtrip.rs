@@ -471,6 +471,23 @@ fn older_tooling_edits_come_across() {
     assert_eq!(s.context(), base.context());
     assert_eq!(s.tasks(), base.tasks());
     assert_eq!(s.events_applied(), base.events_applied());
+    // A final status stays final.
+    let mut cancelled = base.clone();
+    cancelled
+        .apply(&Event::StatusChanged {
+            at: Timestamp(999),
+            status: MilestoneStatus::Cancelled,
+            reason: None,
+        })
+        .unwrap();
+    let mut c = CommandState::from_state(&cancelled);
+    assert_eq!(c.apply_to(&cancelled).unwrap(), cancelled);
+    c.status = MilestoneStatus::Active;
+    let p = c.apply_to(&cancelled).unwrap_err();
+    assert_eq!(
+        (p.0[0].location.as_str(), p.0[0].kind),
+        ("status", ProblemKind::Inconsistent)
+    );
     // A phase leaving pending while still planning is refused.
     let planning = fresh(Mode::Planning);
     let mut c = CommandState::from_state(&planning);
