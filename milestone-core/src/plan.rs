@@ -770,7 +770,6 @@ pub fn initial_execution_state(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PlanRaw {
-    #[allow(dead_code)]
     schema_version: u32,
     #[serde(default)]
     scope: Option<ScopeAnalysis>,
@@ -827,9 +826,26 @@ impl MilestonePlan {
                 limit: MAX_PLAN_JSON,
             });
         }
-        crate::load::check_schema_version(WHAT, json, PLAN_SCHEMA_VERSION)?;
-        let raw: PlanRaw =
-            serde_json::from_str(json).map_err(|e| crate::load::malformed(WHAT, &e))?;
+        // One parse on the happy path; only a document that fails to parse is probed for a
+        // newer schema version, so that it is refused as unsupported rather than malformed.
+        let raw: PlanRaw = match serde_json::from_str(json) {
+            Ok(raw) => raw,
+            Err(e) => {
+                if let Err(unsupported @ LoadError::UnsupportedSchema { .. }) =
+                    crate::load::check_schema_version(WHAT, json, PLAN_SCHEMA_VERSION)
+                {
+                    return Err(unsupported);
+                }
+                return Err(crate::load::malformed(WHAT, &e));
+            }
+        };
+        if raw.schema_version == 0 || raw.schema_version > PLAN_SCHEMA_VERSION {
+            return Err(LoadError::UnsupportedSchema {
+                what: WHAT,
+                found: raw.schema_version,
+                supported: PLAN_SCHEMA_VERSION,
+            });
+        }
         MilestonePlan::try_from(raw).map_err(|problems| LoadError::Invalid {
             what: WHAT,
             problems,

@@ -246,6 +246,11 @@ fn plan_documents_good_and_bad() {
     check(&GOOD[..GOOD.len() / 2], Malformed);
     check(&GOOD[..GOOD.len() - 1], Malformed);
     check(r#"{"schema_version":2}"#, Unsupported(2));
+    // A newer document with sections this build does not know is unsupported, not malformed.
+    check(
+        r#"{"schema_version":3,"milestones":{"x":1},"tasks":"later"}"#,
+        Unsupported(3),
+    );
     check(r#"{"schema_version":0}"#, Unsupported(0));
     check(r#"{"schema_version":99999999999}"#, Unsupported(u32::MAX));
     check(r#"{"schema_version":"1"}"#, Malformed);
