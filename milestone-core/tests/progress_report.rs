@@ -141,158 +141,38 @@ fn check(steps: &[(&str, Step, u64)], now: u64, est: &[(&str, u64)], expected: &
     }
 }
 
+#[rustfmt::skip]
 #[test]
 fn overall_velocity_eta_slow_and_blocked() {
     check(&[], 0, &[], "0.00 % v=0 eta=- slow=[] blocked=[]");
     check(&[], 5 * H, &[], "0.00 % v=0 eta=- slow=[] blocked=[]");
-    check(
-        &[("design", Start, 0)],
-        H,
-        &[],
-        "0.00 % v=0 eta=- slow=[] blocked=[]",
-    );
-    check(
-        &[("design", Start, 0), ("design", Prog(5_000), H)],
-        H,
-        &[],
-        "7.50 % v=750 eta=48000000 slow=[] blocked=[]",
-    );
-    check(
-        &[("design", Start, 0), ("design", Done, H)],
-        H,
-        &[],
-        "15.00 % v=1500 eta=24000000 slow=[] blocked=[]",
-    );
-    check(
-        &[("design", Start, 0), ("design", Done, H)],
-        2 * H,
-        &[],
-        "15.00 % v=750 eta=48000000 slow=[] blocked=[]",
-    );
+    check(&[("design", Start, 0)], H, &[], "0.00 % v=0 eta=- slow=[] blocked=[]");
+    check(&[("design", Start, 0), ("design", Prog(5_000), H)], H, &[], "7.50 % v=750 eta=48000000 slow=[] blocked=[]");
+    check(&[("design", Start, 0), ("design", Done, H)], H, &[], "15.00 % v=1500 eta=24000000 slow=[] blocked=[]");
+    check(&[("design", Start, 0), ("design", Done, H)], 2 * H, &[], "15.00 % v=750 eta=48000000 slow=[] blocked=[]");
     // A report of 100 % on an unfinished phase counts as 99.99 %.
-    check(
-        &[("design", Start, 0), ("design", Prog(10_000), H)],
-        H,
-        &[],
-        "14.99 % v=1499 eta=24016011 slow=[] blocked=[]",
-    );
+    check(&[("design", Start, 0), ("design", Prog(10_000), H)], H, &[], "14.99 % v=1499 eta=24016011 slow=[] blocked=[]");
     // `now` before the first start: no time has passed, so no velocity and no ETA.
-    check(
-        &[("design", Start, 10 * H), ("design", Prog(5_000), 10 * H)],
-        5 * H,
-        &[],
-        "7.50 % v=0 eta=- slow=[] blocked=[]",
-    );
+    check(&[("design", Start, 10 * H), ("design", Prog(5_000), 10 * H)], 5 * H, &[], "7.50 % v=0 eta=- slow=[] blocked=[]");
     // Estimates: slow only while unfinished and past the estimate.
-    check(
-        &[("design", Start, 0)],
-        2 * H,
-        &[("design", H)],
-        "0.00 % v=0 eta=- slow=[design] blocked=[]",
-    );
-    check(
-        &[("design", Start, 0)],
-        H,
-        &[("design", H)],
-        "0.00 % v=0 eta=- slow=[] blocked=[]",
-    );
-    check(
-        &[("design", Start, 0)],
-        2 * H,
-        &[("design", 3 * H)],
-        "0.00 % v=0 eta=- slow=[] blocked=[]",
-    );
-    check(
-        &[("design", Start, 0), ("design", Done, 3 * H)],
-        4 * H,
-        &[("design", H)],
-        "15.00 % v=375 eta=96000000 slow=[] blocked=[]",
-    );
-    check(
-        &[("design", Start, 0)],
-        2 * H,
-        &[("spec", H)],
-        "0.00 % v=0 eta=- slow=[] blocked=[]",
-    );
+    check(&[("design", Start, 0)], 2 * H, &[("design", H)], "0.00 % v=0 eta=- slow=[design] blocked=[]");
+    check(&[("design", Start, 0)], H, &[("design", H)], "0.00 % v=0 eta=- slow=[] blocked=[]");
+    check(&[("design", Start, 0)], 2 * H, &[("design", 3 * H)], "0.00 % v=0 eta=- slow=[] blocked=[]");
+    check(&[("design", Start, 0), ("design", Done, 3 * H)], 4 * H, &[("design", H)], "15.00 % v=375 eta=96000000 slow=[] blocked=[]");
+    check(&[("design", Start, 0)], 2 * H, &[("spec", H)], "0.00 % v=0 eta=- slow=[] blocked=[]");
     // Failed and blocked phases are stuck; a failed one can still be slow.
-    check(
-        &[("design", Start, 0), ("design", Fail, H)],
-        2 * H,
-        &[("design", H)],
-        "0.00 % v=0 eta=- slow=[design] blocked=[design]",
-    );
-    check(
-        &[("spec", Block, 0)],
-        H,
-        &[],
-        "0.00 % v=0 eta=- slow=[] blocked=[spec]",
-    );
-    check(
-        &[("spec", Block, 0), ("spec", Start, H)],
-        H,
-        &[],
-        "0.00 % v=0 eta=- slow=[] blocked=[]",
-    );
+    check(&[("design", Start, 0), ("design", Fail, H)], 2 * H, &[("design", H)], "0.00 % v=0 eta=- slow=[design] blocked=[design]");
+    check(&[("spec", Block, 0)], H, &[], "0.00 % v=0 eta=- slow=[] blocked=[spec]");
+    check(&[("spec", Block, 0), ("spec", Start, H)], H, &[], "0.00 % v=0 eta=- slow=[] blocked=[]");
     // Skipped phases are not stuck, and never count as complete.
-    check(
-        &[("design", Skip, 0)],
-        H,
-        &[("design", 1)],
-        "0.00 % v=0 eta=- slow=[] blocked=[]",
-    );
+    check(&[("design", Skip, 0)], H, &[("design", 1)], "0.00 % v=0 eta=- slow=[] blocked=[]");
     // The execute phase moves with the share of its tasks done.
-    check(
-        &[
-            ("execute", AddTasks(2), 0),
-            ("execute", Start, 0),
-            ("t:t0", Start, 0),
-            ("t:t0", Done, H),
-        ],
-        H,
-        &[],
-        "20.00 % v=2000 eta=18000000 slow=[] blocked=[]",
-    );
-    check(
-        &[
-            ("execute", AddTasks(4), 0),
-            ("t:t0", Start, 0),
-            ("t:t0", Prog(5_000), H),
-        ],
-        2 * H,
-        &[],
-        "5.00 % v=250 eta=144000000 slow=[] blocked=[]",
-    );
+    check(&[("execute", AddTasks(2), 0), ("execute", Start, 0), ("t:t0", Start, 0), ("t:t0", Done, H)], H, &[], "20.00 % v=2000 eta=18000000 slow=[] blocked=[]");
+    check(&[("execute", AddTasks(4), 0), ("t:t0", Start, 0), ("t:t0", Prog(5_000), H)], 2 * H, &[], "5.00 % v=250 eta=144000000 slow=[] blocked=[]");
     // A failed or cancelled milestone has no ETA.
-    check(
-        &[
-            ("design", Start, 0),
-            ("design", Done, H),
-            ("", Milestone(MilestoneStatus::Failed), H),
-        ],
-        H,
-        &[],
-        "15.00 % v=1500 eta=- slow=[] blocked=[]",
-    );
-    check(
-        &[
-            ("design", Start, 0),
-            ("design", Done, H),
-            ("", Milestone(MilestoneStatus::Cancelled), H),
-        ],
-        H,
-        &[],
-        "15.00 % v=1500 eta=- slow=[] blocked=[]",
-    );
-    check(
-        &[
-            ("design", Start, 0),
-            ("design", Done, H),
-            ("", Milestone(MilestoneStatus::Blocked), H),
-        ],
-        H,
-        &[],
-        "15.00 % v=1500 eta=24000000 slow=[] blocked=[]",
-    );
+    check(&[("design", Start, 0), ("design", Done, H), ("", Milestone(MilestoneStatus::Failed), H)], H, &[], "15.00 % v=1500 eta=- slow=[] blocked=[]");
+    check(&[("design", Start, 0), ("design", Done, H), ("", Milestone(MilestoneStatus::Cancelled), H)], H, &[], "15.00 % v=1500 eta=- slow=[] blocked=[]");
+    check(&[("design", Start, 0), ("design", Done, H), ("", Milestone(MilestoneStatus::Blocked), H)], H, &[], "15.00 % v=1500 eta=24000000 slow=[] blocked=[]");
 }
 
 fn all_done(end: u64) -> Vec<(&'static str, Step, u64)> {
@@ -308,29 +188,15 @@ fn all_done(end: u64) -> Vec<(&'static str, Step, u64)> {
     v
 }
 
+#[rustfmt::skip]
 #[test]
 fn complete_milestone_reports_its_completion_time() {
     // The ETA is the last completion; velocity counts time until then, not until `now`.
-    check(
-        &all_done(4 * H),
-        4 * H,
-        &[],
-        "100.00 % v=2500 eta=14400000 slow=[] blocked=[]",
-    );
-    check(
-        &all_done(4 * H),
-        40 * H,
-        &[],
-        "100.00 % v=2500 eta=14400000 slow=[] blocked=[]",
-    );
+    check(&all_done(4 * H), 4 * H, &[], "100.00 % v=2500 eta=14400000 slow=[] blocked=[]");
+    check(&all_done(4 * H), 40 * H, &[], "100.00 % v=2500 eta=14400000 slow=[] blocked=[]");
     let mut steps = all_done(2 * H);
     steps.push(("", Milestone(MilestoneStatus::Completed), 3 * H));
-    check(
-        &steps,
-        9 * H,
-        &[],
-        "100.00 % v=5000 eta=7200000 slow=[] blocked=[]",
-    );
+    check(&steps, 9 * H, &[], "100.00 % v=5000 eta=7200000 slow=[] blocked=[]");
 }
 
 #[test]
@@ -419,8 +285,7 @@ fn sample() -> ProgressReport {
 
 #[test]
 fn renders_the_exact_text_of_a_small_case() {
-    // Times start at the epoch, so `now` far later gives a long elapsed time; use times near
-    // `now` instead by shifting the whole scenario.
+    // A scenario starting 2026-11-20 08:40 UTC, seen three hours later.
     let s = {
         let base = 1_795_164_000_000;
         let mut s = MilestoneState::new(
