@@ -318,7 +318,8 @@ impl ProgressReport {
     }
 
     /// The report as text: a header, one bar per phase, the overall bar, velocity and ETA, and a
-    /// warning line per slow or blocked phase. Deterministic: the same report and options always
+    /// warning line per slow or blocked phase. Only the first line of the title and of error
+    /// messages is shown, so every item keeps to one line. Deterministic: the same report and options always
     /// give the same text. Every line ends with `\n`.
     pub fn render(&self, options: &RenderOptions) -> String {
         let mut out = String::new();
@@ -335,7 +336,13 @@ impl ProgressReport {
             .chain(std::iter::once("overall".len()))
             .max()
             .unwrap_or(0);
-        writeln!(out, "{} — {} ({})", self.milestone, self.title, self.status)?;
+        writeln!(
+            out,
+            "{} — {} ({})",
+            self.milestone,
+            one_line(&self.title),
+            self.status
+        )?;
         for p in &self.phases {
             writeln!(
                 out,

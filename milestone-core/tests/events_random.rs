@@ -9,7 +9,7 @@
 //! without changing anything.
 
 use milestone_core::plan::{Estimates, PhaseEstimate};
-use milestone_core::progress::{ProgressReport, overall};
+use milestone_core::progress::{ProgressReport, RenderOptions, overall};
 use milestone_core::{
     Decision, Event, FailureKind, ItemError, ItemOutput, ItemRef, ItemStatus, MilestoneId,
     MilestonePlan, MilestoneState, MilestoneStatus, PhaseId, Progress, TaskId, TaskSpec, Timestamp,
@@ -57,6 +57,54 @@ fn phase_progress(s: &MilestoneState) -> Vec<Progress> {
             }
         })
         .collect()
+}
+
+/// What every progress report of any reachable state satisfies.
+fn check_report(state: &MilestoneState, now: Timestamp) {
+    let r = ProgressReport::compute(state, now, None);
+    assert_eq!(r.overall, overall(state));
+    assert_eq!(r.phases.len(), state.phases().len());
+    assert_eq!(r.tasks.total, state.tasks().len() as u64);
+    for p in &r.phases {
+        assert_eq!(p.progress.is_complete(), p.status == ItemStatus::Completed);
+        assert_eq!(p.blocked, r.blocked.contains(&p.id));
+        assert_eq!(p.slow, r.slow.contains(&p.id));
+        if p.slow {
+            assert!(matches!(
+                p.status,
+                ItemStatus::InProgress | ItemStatus::Failed | ItemStatus::Blocked
+            ));
+            assert!(p.elapsed_ms > p.estimate_ms);
+        }
+    }
+    match r.eta {
+        Some(eta) if !r.overall.is_complete() => {
+            assert!(eta >= now);
+            assert!(r.overall > Progress::ZERO);
+        }
+        Some(eta) => assert!(eta <= now.max(state.updated_at())),
+        None => assert!(
+            r.overall == Progress::ZERO
+                || r.elapsed_ms == 0
+                || matches!(
+                    r.status,
+                    MilestoneStatus::Failed | MilestoneStatus::Cancelled
+                )
+        ),
+    }
+    // The text has a header, a row per phase, the overall row and the velocity line, then
+    // one line per task summary, slow phase, blocked phase and blocked-task list.
+    let text = r.render(&RenderOptions::default().width(8));
+    let expected_lines = 1
+        + r.phases.len()
+        + 1
+        + usize::from(r.tasks.total > 0)
+        + 1
+        + r.slow.len()
+        + r.blocked.len()
+        + usize::from(!r.blocked_tasks.is_empty());
+    assert_eq!(text.lines().count(), expected_lines, "{text}");
+    assert!(text.ends_with('\n'));
 }
 
 impl Driver {
@@ -139,8 +187,7 @@ impl Driver {
         let back = MilestoneState::from_json(&json)
             .unwrap_or_else(|err| panic!("state after {} does not reload: {err}", short(&e)));
         assert_eq!(back, self.state, "JSON round trip after {}", short(&e));
-        let report = ProgressReport::compute(&self.state, Timestamp(self.now), None);
-        assert_eq!(report.overall, after);
+        check_report(&self.state, Timestamp(self.now));
         self.log.push(e);
     }
 
