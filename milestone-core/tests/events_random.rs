@@ -105,6 +105,8 @@ fn check_report(state: &MilestoneState, now: Timestamp) {
         + usize::from(!r.blocked_tasks.is_empty());
     assert_eq!(text.lines().count(), expected_lines, "{text}");
     assert!(text.ends_with('\n'));
+    let json = serde_json::to_string(&r).unwrap();
+    assert_eq!(serde_json::from_str::<ProgressReport>(&json).unwrap(), r);
 }
 
 impl Driver {
