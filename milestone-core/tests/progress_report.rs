@@ -194,6 +194,11 @@ fn complete_milestone_reports_its_completion_time() {
     // The ETA is the last completion; velocity counts time until then, not until `now`.
     check(&all_done(4 * H), 4 * H, &[], "100.00 % v=2500 eta=14400000 slow=[] blocked=[]");
     check(&all_done(4 * H), 40 * H, &[], "100.00 % v=2500 eta=14400000 slow=[] blocked=[]");
+    // One step short of complete is never 100 %.
+    let mut almost = all_done(4 * H);
+    almost.pop();
+    almost.push(("execute", Prog(10_000), 4 * H));
+    check(&almost, 4 * H, &[], "99.99 % v=2499 eta=14401441 slow=[] blocked=[]");
     let mut steps = all_done(2 * H);
     steps.push(("", Milestone(MilestoneStatus::Completed), 3 * H));
     check(&steps, 9 * H, &[], "100.00 % v=5000 eta=7200000 slow=[] blocked=[]");
