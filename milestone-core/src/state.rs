@@ -404,8 +404,12 @@ pub struct ItemState {
     /// Progress, never decreasing outside a rollback; complete only when completed.
     #[serde(default)]
     pub progress: Progress,
-    /// The last partial result handed off, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The last partial result handed off, if any (a `null` hand-off is kept as `Some(Null)`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present_value"
+    )]
     pub partial: Option<serde_json::Value>,
     /// What it produced, once completed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -413,6 +417,13 @@ pub struct ItemState {
     /// The last failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<ItemError>,
+}
+
+/// A field that is present is `Some`, even when it is `null`, so that `Some(Null)` round-trips.
+fn present_value<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(d).map(Some)
 }
 
 /// The state of one phase.
@@ -754,12 +765,27 @@ impl MilestoneState {
             }
         }
         if data.status == MilestoneStatus::Completed
-            && data.phases.iter().any(|p| !p.item.status.is_done())
+            && data
+                .phases
+                .iter()
+                .any(|p| p.item.status != ItemStatus::Completed)
         {
             problems.push(Problem::new(
                 "status",
                 ProblemKind::Inconsistent,
                 "the milestone is completed but not every phase is",
+            ));
+        }
+        let awaiting = data.status == MilestoneStatus::AwaitingIntervention;
+        if data.intervention.is_some() != awaiting {
+            problems.push(Problem::new(
+                "intervention",
+                ProblemKind::Inconsistent,
+                if awaiting {
+                    "the milestone awaits an intervention but none is open"
+                } else {
+                    "an intervention is open but the milestone does not await one"
+                },
             ));
         }
         Problems(problems).into_result(())?;
