@@ -242,10 +242,10 @@ impl WorkGraph {
     /// ids already in the graph or repeated in the batch, unknown dependencies,
     /// self-dependencies, and every cycle among the new tasks.
     pub fn add_tasks(&mut self, tasks: &[TaskSpec]) -> Result<(), Problems> {
-        let batch = check_batch(&self.tasks, tasks)?;
         let base = self.graph.node_count();
-        let extra_edges = batch.deps.len() + tasks.len() * (1 + self.entry.len());
-        if base + tasks.len() > MAX_INDEX || self.graph.edge_count() + extra_edges > MAX_INDEX {
+        let dep_count: usize = tasks.iter().map(|t| t.dependencies.len()).sum();
+        let max_edges = dep_count + tasks.len() * (1 + self.entry.len());
+        if base + tasks.len() > MAX_INDEX || self.graph.edge_count() + max_edges > MAX_INDEX {
             return Err(Problems(vec![Problem::new(
                 "tasks",
                 ProblemKind::OutOfRange,
@@ -255,12 +255,13 @@ impl WorkGraph {
                 ),
             )]));
         }
+        let batch = check_batch(&mut self.tasks, base, tasks)?;
         self.graph.reserve_nodes(tasks.len());
-        self.graph.reserve_edges(extra_edges);
-        self.tasks.reserve(tasks.len());
+        self.graph
+            .reserve_edges(batch.deps.len() + tasks.len() * (1 + self.entry.len()));
         for t in tasks {
-            let ix = self.graph.add_node(ItemRef::Task(t.id.clone()));
-            self.tasks.insert(t.id.clone(), ix);
+            // The id is in the task index already (check_batch put it there).
+            self.graph.add_node(ItemRef::Task(t.id.clone()));
         }
         let mut deps: Vec<Ix> = Vec::new();
         for i in 0..tasks.len() {
@@ -505,7 +506,7 @@ impl WorkGraph {
 /// [`Problems`] as for [`WorkGraph::new`]: duplicate ids, unknown dependencies,
 /// self-dependencies and cycles, all at once.
 pub fn order_tasks(tasks: &[TaskSpec]) -> Result<Vec<TaskSpec>, Problems> {
-    let batch = check_batch(&HashMap::new(), tasks)?;
+    let batch = check_batch(&mut HashMap::new(), 0, tasks)?;
     Ok(batch
         .order
         .iter()
@@ -514,26 +515,34 @@ pub fn order_tasks(tasks: &[TaskSpec]) -> Result<Vec<TaskSpec>, Problems> {
 }
 
 /// Checks a batch of tasks against the tasks already present, reporting every problem.
-fn check_batch(existing: &HashMap<TaskId, Ix>, tasks: &[TaskSpec]) -> Result<Batch, Problems> {
+///
+/// To hash each id once, the batch's ids go straight into `index` (task `i` at node
+/// `base + i`); on error they are taken out again, so `index` is unchanged.
+fn check_batch(
+    index: &mut HashMap<TaskId, Ix>,
+    base: usize,
+    tasks: &[TaskSpec],
+) -> Result<Batch, Problems> {
     let k = tasks.len();
     let mut problems = Vec::new();
-    let mut local: HashMap<&str, u32> = HashMap::with_capacity(k);
+    index.reserve(k);
     for (i, t) in tasks.iter().enumerate() {
-        let id = t.id.as_str();
-        if existing.contains_key(id) {
-            problems.push(Problem::new(
-                format!("tasks[{i}].id"),
-                ProblemKind::DuplicateId,
-                format!("task id {id:?} is already in the graph"),
-            ));
-        } else if let Some(&first) = local.get(id) {
-            problems.push(Problem::new(
-                format!("tasks[{i}].id"),
-                ProblemKind::DuplicateId,
-                format!("task id {id:?} is already used by tasks[{first}]"),
-            ));
-        } else {
-            local.insert(id, i as u32);
+        match index.entry(t.id.clone()) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(NodeIndex::new(base + i));
+            }
+            std::collections::hash_map::Entry::Occupied(o) => {
+                let id = t.id.as_str();
+                let message = match o.get().index().checked_sub(base) {
+                    Some(first) => format!("task id {id:?} is already used by tasks[{first}]"),
+                    None => format!("task id {id:?} is already in the graph"),
+                };
+                problems.push(Problem::new(
+                    format!("tasks[{i}].id"),
+                    ProblemKind::DuplicateId,
+                    message,
+                ));
+            }
         }
     }
     let mut deps: Vec<Dep> = Vec::with_capacity(k);
@@ -550,10 +559,11 @@ fn check_batch(existing: &HashMap<TaskId, Ix>, tasks: &[TaskSpec]) -> Result<Bat
                     format!("task {:?} depends on itself", t.id.as_str()),
                 ));
                 continue;
-            } else if let Some(&n) = local.get(d.as_str()) {
-                Dep::New(n)
-            } else if let Some(&ix) = existing.get(d.as_str()) {
-                Dep::Old(ix)
+            } else if let Some(&ix) = index.get(d.as_str()) {
+                match ix.index().checked_sub(base) {
+                    Some(n) => Dep::New(n as u32),
+                    None => Dep::Old(ix),
+                }
             } else {
                 problems.push(Problem::new(
                     format!("tasks[{i}].dependencies[{j}]"),
@@ -589,6 +599,13 @@ fn check_batch(existing: &HashMap<TaskId, Ix>, tasks: &[TaskSpec]) -> Result<Bat
     let order = stable_order(&batch, indeg);
     if order.len() < k {
         cycles(tasks, &batch, &order, &mut problems);
+    }
+    if !problems.is_empty() {
+        for (i, t) in tasks.iter().enumerate() {
+            if index.get(t.id.as_str()) == Some(&NodeIndex::new(base + i)) {
+                index.remove(t.id.as_str());
+            }
+        }
     }
     Problems(problems).into_result(Batch { order, ..batch })
 }

@@ -269,6 +269,11 @@ fn tasks_join_while_running_and_a_bad_batch_changes_nothing() {
     assert_eq!(g.len(), len);
     assert_eq!(g.edges().collect::<Vec<_>>(), before);
     assert_eq!(g.task_node("f"), None);
+    assert_eq!(g.task_node("a").map(NodeId::index), Some(4));
+    // The refused ids are free again.
+    g.add_tasks(&tasks("f:a; g; h:g; i")).unwrap();
+    assert_eq!(g.task_count(), 9);
+    assert_eq!(sorted(&g, g.dependencies(node(&g, "f"))), ["a"]);
 }
 
 #[test]
