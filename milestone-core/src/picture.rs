@@ -117,8 +117,8 @@ fn title_of<'a>(key: &'a ItemRef, view: &NodeView<'a>) -> std::borrow::Cow<'a, s
 }
 
 /// Escapes text for a double-quoted Mermaid label: characters that could end the string or be
-/// read as markup become numeric entity codes, line breaks and other control characters
-/// become spaces.
+/// read as markup become numeric entity codes; line breaks (including U+2028/U+2029) and other
+/// control characters become spaces.
 fn mermaid_escape(out: &mut String, s: &str) {
     for ch in s.chars() {
         match ch {
@@ -128,20 +128,20 @@ fn mermaid_escape(out: &mut String, s: &str) {
             '<' => out.push_str("#60;"),
             '>' => out.push_str("#62;"),
             '`' => out.push_str("#96;"),
-            c if c.is_control() => out.push(' '),
+            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') => out.push(' '),
             c => out.push(c),
         }
     }
 }
 
-/// Escapes text for a double-quoted DOT string: `\` and `"` are backslash-escaped, line breaks
-/// and other control characters become spaces.
+/// Escapes text for a double-quoted DOT string: `\` and `"` are backslash-escaped; line breaks
+/// (including U+2028/U+2029) and other control characters become spaces.
 fn dot_escape(out: &mut String, s: &str) {
     for ch in s.chars() {
         match ch {
             '\\' => out.push_str("\\\\"),
             '"' => out.push_str("\\\""),
-            c if c.is_control() => out.push(' '),
+            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') => out.push(' '),
             c => out.push(c),
         }
     }

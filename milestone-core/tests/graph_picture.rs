@@ -9,7 +9,7 @@ use milestone_core::{
 };
 
 const HOSTILE: &str = "Say \"hi\" [now] {x} (y) <script>alert(1)</script> #1 & `tick` \
-back\\slash\nnew line\r\ttab |pipe; end\\";
+back\\slash\nnew line\r\ttab |pipe;\u{2028}end\\";
 
 fn task(id: &str, title: &str, deps: &[&str]) -> TaskSpec {
     let mut t = TaskSpec::new(TaskId::new(id).unwrap(), title);
@@ -161,6 +161,10 @@ fn mermaid_labels_survive_hostile_titles() {
     );
     assert!(a.contains("#35;1 #38; #96;tick#96;"), "{a}");
     assert!(a.contains("slash new line  tab |pipe"), "{a}");
+    assert!(
+        a.contains("|pipe; end"),
+        "a line separator became a space: {a}"
+    );
 }
 
 /// Splits a DOT attribute list into its double-quoted strings, honouring backslash escapes;
@@ -311,4 +315,43 @@ fn long_titles_are_cut() {
         "{label}"
     );
     assert!(!label.contains(&"é".repeat(101)));
+}
+
+mod random_titles {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Whatever the titles, every node stays one statement with one well-formed label.
+        #[test]
+        fn any_title_keeps_both_syntaxes_intact(
+            titles in prop::collection::vec(any::<String>(), 4),
+            milestone_title in any::<String>(),
+        ) {
+            let g = WorkGraph::new(&Workflow::kiro(), &[]).unwrap();
+            let view = |k: &ItemRef| NodeView {
+                title: &titles[g.node(k).unwrap().index()],
+                ..NodeView::PENDING
+            };
+            let m = graph_to_mermaid(&g, view);
+            prop_assert_eq!(m.lines().count(), 1 + 7 + g.len() + g.edge_count());
+            for l in node_lines(&m, "    n") {
+                prop_assert_eq!(l.matches('"').count(), 2, "{}", l);
+                let label = l.split('"').nth(1).unwrap().replace("<br/>", "");
+                prop_assert!(!label.contains(['<', '>', '`']), "{}", l);
+                prop_assert!(l.ends_with("\"]:::pending"), "{}", l);
+            }
+            prop_assert!(!m.contains(['\u{2028}', '\u{2029}', '\r']));
+            let d = graph_to_dot(&g, "m", &milestone_title, view);
+            prop_assert!(!d.contains(['\u{2028}', '\u{2029}', '\r']));
+            prop_assert_eq!(d.lines().count(), 5 + g.len() + g.edge_count() + 1);
+            prop_assert_eq!(dot_strings(d.lines().nth(1).unwrap()).len(), 1);
+            for l in node_lines(&d, "    n") {
+                prop_assert_eq!(dot_strings(l).len(), 5, "{}", l);
+                prop_assert!(l.ends_with("class=\"pending\"];"), "{}", l);
+            }
+        }
+    }
 }

@@ -1,13 +1,16 @@
 //! Properties of the work graph on random DAGs: topological order respects every edge, an
 //! injected cycle is refused with a path that really is a cycle, a ready set never holds a node
 //! with an unfinished dependency, the tracker agrees with the ready set at every step, the
-//! stable order keeps valid input as it is, and growing the graph in batches builds the same
-//! graph as building it at once.
+//! stable order keeps valid input as it is, growing the graph in batches builds the same
+//! graph as building it at once, a refused batch changes nothing, and a state's graph is the
+//! graph of its tasks.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use milestone_core::graph::{NodeId, ReadyTracker, WorkGraph, order_tasks};
-use milestone_core::{ItemRef, ProblemKind, TaskId, TaskSpec, Workflow};
+use milestone_core::{
+    Event, ItemRef, MilestoneId, MilestoneState, ProblemKind, TaskId, TaskSpec, Timestamp, Workflow,
+};
 use proptest::prelude::*;
 use proptest::sample::Index;
 
@@ -247,5 +250,77 @@ proptest! {
         for w in path.windows(2) {
             prop_assert!(edges.contains(&(w[0], w[1])));
         }
+    }
+
+    #[test]
+    fn a_refused_batch_changes_nothing(
+        ts in dag(),
+        cut in any::<Index>(),
+        bad in 0usize..4,
+        at in any::<Index>(),
+    ) {
+        let split = cut.index(ts.len()).max(1);
+        let mut g = WorkGraph::new(&Workflow::kiro(), &ts[..split]).unwrap();
+        let mut batch: Vec<TaskSpec> = ts[split..].to_vec();
+        let existing = id(at.index(split));
+        match bad {
+            0 => batch.push(TaskSpec::new(existing, "again")),
+            1 => {
+                let mut t = TaskSpec::new(id(10_000), "unknown dep");
+                t.dependencies.push(id(20_000));
+                batch.push(t);
+            }
+            2 => {
+                let mut t = TaskSpec::new(id(10_000), "self");
+                t.dependencies.push(id(10_000));
+                batch.push(t);
+            }
+            _ => {
+                let mut x = TaskSpec::new(id(10_000), "x");
+                x.dependencies.push(id(10_001));
+                let mut y = TaskSpec::new(id(10_001), "y");
+                y.dependencies.push(id(10_000));
+                y.dependencies.push(existing);
+                batch.extend([x, y]);
+            }
+        }
+        let edges = key_edges(&g);
+        let nodes: Vec<(NodeId, ItemRef)> = g.nodes().map(|(n, k)| (n, k.clone())).collect();
+        prop_assert!(g.add_tasks(&batch).is_err());
+        prop_assert_eq!(key_edges(&g), edges);
+        prop_assert_eq!(g.nodes().map(|(n, k)| (n, k.clone())).collect::<Vec<_>>(), nodes.clone());
+        for (n, k) in &nodes {
+            prop_assert_eq!(g.node(k), Some(*n));
+        }
+        for t in &batch {
+            if !ts[..split].iter().any(|o| o.id == t.id) {
+                prop_assert_eq!(g.task_node(t.id.as_str()), None);
+            }
+        }
+        // Without the bad tasks the rest still joins.
+        let good: Vec<TaskSpec> = ts[split..].to_vec();
+        prop_assert!(g.add_tasks(&good).is_ok());
+        prop_assert_eq!(g.task_count(), ts.len());
+    }
+
+    #[test]
+    fn a_state_has_the_graph_of_its_tasks(ts in dag()) {
+        let mut state = MilestoneState::from_events([&Event::Created {
+            at: Timestamp(0),
+            id: MilestoneId::new("m").unwrap(),
+            title: "M".into(),
+            context: String::new(),
+            workflow: Workflow::kiro(),
+            seed: 1,
+        }])
+        .unwrap();
+        let half = ts.len() / 2;
+        for part in [&ts[..half], &ts[half..]] {
+            state.apply(&Event::TasksAdded { at: Timestamp(1), tasks: part.to_vec() }).unwrap();
+        }
+        let from_state = WorkGraph::from_state(&state);
+        let built = WorkGraph::new(&Workflow::kiro(), &ts).unwrap();
+        prop_assert_eq!(key_edges(&from_state), key_edges(&built));
+        prop_assert_eq!(from_state.len(), built.len());
     }
 }
