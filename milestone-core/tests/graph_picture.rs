@@ -343,9 +343,9 @@ mod random_titles {
                 prop_assert!(!label.contains(['<', '>', '`']), "{}", l);
                 prop_assert!(l.ends_with("\"]:::pending"), "{}", l);
             }
-            prop_assert!(!m.contains(['\u{2028}', '\u{2029}', '\r']));
+            prop_assert!(!m.contains(['\u{2028}', '\u{2029}', '\r']), "line break left in {}", m);
             let d = graph_to_dot(&g, "m", &milestone_title, view);
-            prop_assert!(!d.contains(['\u{2028}', '\u{2029}', '\r']));
+            prop_assert!(!d.contains(['\u{2028}', '\u{2029}', '\r']), "line break left in {}", d);
             prop_assert_eq!(d.lines().count(), 5 + g.len() + g.edge_count() + 1);
             prop_assert_eq!(dot_strings(d.lines().nth(1).unwrap()).len(), 1);
             for l in node_lines(&d, "    n") {
