@@ -142,6 +142,8 @@ impl Batch {
 
 impl WorkGraph {
     /// Builds the graph of a workflow's phases and `tasks`, which may be listed in any order.
+    /// Each task id is hashed once and each dependency looked up once; ordering the tasks for
+    /// the acyclicity check is O(T log T).
     ///
     /// # Errors
     /// [`Problems`] listing everything wrong with the tasks: duplicate ids (`tasks[3].id`),
@@ -807,6 +809,10 @@ pub enum TrackError {
 ///
 /// The tracker does not hold the graph (so the graph can grow while it runs): pass the same
 /// graph to every call, and call [`ReadyTracker::sync`] after [`WorkGraph::add_tasks`].
+///
+/// "Ready" means *may start*: the tracker knows nothing of what is running. The caller (the
+/// scheduling engine) hands each newly ready node out once, and a node that fails is simply
+/// never completed, so its dependents stay waiting.
 #[derive(Debug, Clone, Default)]
 pub struct ReadyTracker {
     remaining: Vec<u32>,
