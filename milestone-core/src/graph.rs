@@ -120,7 +120,7 @@ pub struct WorkGraph {
 
 /// A dependency of a task in a batch being added: a node already in the graph, or another task
 /// of the batch (by its position in the batch).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Dep {
     Old(Ix),
     New(u32),
@@ -165,19 +165,24 @@ impl WorkGraph {
         let mut g = WorkGraph::with_phases(state.workflow(), tasks.len());
         let mut deps: Vec<Ix> = Vec::new();
         for t in tasks {
-            if g.tasks.contains_key(&t.spec.id) || g.graph.node_count() >= MAX_INDEX {
-                continue;
+            if g.graph.node_count() >= MAX_INDEX {
+                break;
             }
+            let me = NodeIndex::new(g.graph.node_count());
+            match g.tasks.entry(t.spec.id.clone()) {
+                std::collections::hash_map::Entry::Occupied(_) => continue,
+                std::collections::hash_map::Entry::Vacant(v) => v.insert(me),
+            };
             deps.clear();
             for d in &t.spec.dependencies {
                 if let Some(&ix) = g.tasks.get(d)
-                    && !deps.contains(&ix)
+                    && ix != me
                 {
                     deps.push(ix);
                 }
             }
-            let me = g.graph.add_node(ItemRef::Task(t.spec.id.clone()));
-            g.tasks.insert(t.spec.id.clone(), me);
+            dedup_tail(&mut deps, 0);
+            g.graph.add_node(ItemRef::Task(t.spec.id.clone()));
             g.link_task(me, &deps);
         }
         g
@@ -578,19 +583,13 @@ fn check_batch(
                 ));
                 continue;
             };
-            let seen = deps[from..].iter().any(|x| match (*x, dep) {
-                (Dep::Old(a), Dep::Old(b)) => a == b,
-                (Dep::New(a), Dep::New(b)) => a == b,
-                _ => false,
-            });
-            if seen {
-                continue;
-            }
-            if let Dep::New(_) = dep {
-                indeg[i] += 1;
-            }
             deps.push(dep);
         }
+        dedup_tail(&mut deps, from);
+        indeg[i] = deps[from..]
+            .iter()
+            .filter(|d| matches!(d, Dep::New(_)))
+            .count() as u32;
     }
     starts.push(deps.len());
     let batch = Batch {
@@ -610,6 +609,29 @@ fn check_batch(
         }
     }
     Problems(problems).into_result(Batch { order, ..batch })
+}
+
+/// Removes repeated values from `v[from..]`. Short lists keep their first occurrences in order;
+/// long ones are sorted first, so that a task listing 100,000 dependencies costs O(d log d),
+/// not O(d²).
+fn dedup_tail<T: Ord + Copy>(v: &mut Vec<T>, from: usize) {
+    const SHORT: usize = 16;
+    if v.len() - from <= SHORT {
+        let mut w = from;
+        for r in from..v.len() {
+            let x = v[r];
+            if !v[from..w].contains(&x) {
+                v[w] = x;
+                w += 1;
+            }
+        }
+        v.truncate(w);
+    } else {
+        let mut tail = v.split_off(from);
+        tail.sort_unstable();
+        tail.dedup();
+        v.append(&mut tail);
+    }
 }
 
 /// Kahn's algorithm over the batch with a min-heap: the lexicographically smallest

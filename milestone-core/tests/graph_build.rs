@@ -278,7 +278,7 @@ fn tasks_join_while_running_and_a_bad_batch_changes_nothing() {
 
 #[test]
 fn from_state_matches_new() {
-    let ts = tasks("a; b:a; c:a,b; d");
+    let ts = tasks("a; b:a,a; c:a,b,a; d");
     let mut state = MilestoneState::from_events([&Event::Created {
         at: Timestamp(0),
         id: MilestoneId::new("m").unwrap(),
@@ -533,4 +533,21 @@ fn memory_estimate_is_plausible() {
     let g = WorkGraph::new(&Workflow::kiro(), &tasks(&spec.join(";"))).unwrap();
     let per_task = g.memory_estimate() / g.task_count();
     assert!((64..1024).contains(&per_task), "{per_task} bytes per task");
+}
+
+#[test]
+fn a_huge_dependency_list_is_deduplicated() {
+    let mut spec: Vec<String> = (0..1_000).map(|i| format!("t{i}")).collect();
+    let all: Vec<String> = (0..50)
+        .flat_map(|_| (0..1_000).map(|i| format!("t{i}")))
+        .collect();
+    spec.push(format!("last:{}", all.join(",")));
+    let ts = tasks(&spec.join(";"));
+    assert_eq!(ts[1_000].dependencies.len(), 50_000);
+    let g = WorkGraph::new(&Workflow::kiro(), &ts).unwrap();
+    assert_eq!(g.dependencies(node(&g, "last")).count(), 1_000);
+    let mut grown = WorkGraph::new(&Workflow::kiro(), &ts[..1_000]).unwrap();
+    grown.add_tasks(&ts[1_000..]).unwrap();
+    assert_eq!(grown.dependencies(node(&grown, "last")).count(), 1_000);
+    assert_eq!(g.edge_count(), grown.edge_count());
 }
