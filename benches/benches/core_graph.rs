@@ -10,7 +10,7 @@ use std::time::Duration;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use milestone_benches::graph_workloads::{chain, independent, layered_n};
 use milestone_core::graph::{ReadyTracker, WorkGraph, order_tasks};
-use milestone_core::{TaskSpec, Workflow};
+use milestone_core::{Event, MilestoneId, MilestoneState, TaskSpec, Timestamp, Workflow};
 
 const SIZES: [usize; 2] = [10_000, 100_000];
 
@@ -40,6 +40,39 @@ fn build(c: &mut Criterion) {
         reversed.reverse();
         g.bench_with_input(BenchmarkId::new("w3-reversed", n), &reversed, |b, tasks| {
             b.iter(|| WorkGraph::new(&wf, black_box(tasks)).expect("valid workload"))
+        });
+    }
+    g.finish();
+}
+
+/// A milestone state holding `tasks`, as the event fold builds it.
+fn state_with(tasks: Vec<TaskSpec>) -> MilestoneState {
+    let mut state = MilestoneState::from_events([&Event::Created {
+        at: Timestamp(0),
+        id: MilestoneId::new("bench").expect("valid id"),
+        title: "Bench".into(),
+        context: String::new(),
+        workflow: Workflow::kiro(),
+        seed: 1,
+    }])
+    .expect("created");
+    state
+        .apply(&Event::TasksAdded {
+            at: Timestamp(1),
+            tasks,
+        })
+        .expect("tasks in dependency order");
+    state
+}
+
+fn from_state(c: &mut Criterion) {
+    let mut g = c.benchmark_group("graph_from_state");
+    g.sample_size(10);
+    for n in SIZES {
+        let state = state_with(workload("w3-layered", n));
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(BenchmarkId::new("w3-layered", n), &state, |b, state| {
+            b.iter(|| WorkGraph::from_state(black_box(state)))
         });
     }
     g.finish();
@@ -140,6 +173,6 @@ fn memory(_: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3));
-    targets = memory, build, order, ready_updates
+    targets = memory, build, from_state, order, ready_updates
 }
 criterion_main!(benches);
