@@ -786,9 +786,8 @@ fn show_path(ids: &[&str]) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TrackError {
-    /// The node is not in the tracker: it belongs to another graph, or the graph grew and
-    /// [`ReadyTracker::sync`] was not called.
-    #[error("node {node} is not tracked (another graph, or tasks added without sync)")]
+    /// The node is not in the graph the tracker follows.
+    #[error("node {node} is not tracked")]
     UnknownNode {
         /// The node.
         node: NodeId,
@@ -815,8 +814,13 @@ pub enum TrackError {
         /// The new node it would wait for.
         dependency: ItemRef,
     },
-    /// The graph has fewer nodes than the tracker: it is not the graph the tracker follows.
-    #[error("the graph has {graph} nodes but the tracker follows {tracked}: not the same graph")]
+    /// The graph does not have as many nodes as the tracker follows: it is another graph, or
+    /// tasks were added and [`ReadyTracker::sync`] was not called (completing a node then could
+    /// release the task phase before the new tasks are done).
+    #[error(
+        "the graph has {graph} nodes but the tracker follows {tracked}: \
+         another graph, or tasks added without sync"
+    )]
     GraphMismatch {
         /// Nodes in the graph.
         graph: usize,
@@ -883,14 +887,21 @@ impl ReadyTracker {
     /// it, in O(out-degree). Returns how many were pushed.
     ///
     /// # Errors
-    /// [`TrackError`] when the node is unknown, already done or not ready; the tracker is then
-    /// unchanged.
+    /// [`TrackError`] when the graph is not in step with the tracker (call
+    /// [`ReadyTracker::sync`] after [`WorkGraph::add_tasks`]), or the node is unknown, already
+    /// done or not ready; the tracker is then unchanged.
     pub fn complete_into(
         &mut self,
         graph: &WorkGraph,
         node: NodeId,
         newly_ready: &mut Vec<NodeId>,
     ) -> Result<usize, TrackError> {
+        if graph.len() != self.remaining.len() {
+            return Err(TrackError::GraphMismatch {
+                graph: graph.len(),
+                tracked: self.remaining.len(),
+            });
+        }
         let i = node.index();
         let (Some(&left), Some(item)) = (self.remaining.get(i), graph.key(node)) else {
             return Err(TrackError::UnknownNode { node });
@@ -909,7 +920,6 @@ impl ReadyTracker {
         let before = newly_ready.len();
         for w in graph.graph.neighbors_directed(node.ix(), Outgoing) {
             let w = w.index();
-            // A node past the tracked range is new and counts this one as done at sync.
             if let Some(r) = self.remaining.get_mut(w) {
                 *r = r.saturating_sub(1);
                 if *r == 0 && !self.done[w] {

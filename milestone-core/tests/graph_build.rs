@@ -417,6 +417,13 @@ fn tracker_refuses_bad_updates_and_stays_unchanged() {
         t.complete(&g, foreign),
         Err(TrackError::UnknownNode { node: foreign })
     );
+    assert_eq!(
+        t.complete(&big, node(&big, "design")),
+        Err(TrackError::GraphMismatch {
+            graph: 11,
+            tracked: 6
+        })
+    );
     let design = node(&g, "design");
     t.complete(&g, design).unwrap();
     assert!(matches!(
@@ -442,6 +449,14 @@ fn tracker_takes_in_tasks_added_while_running() {
     assert_eq!(sorted(&g, t.ready()), ["execute"]);
     g.add_tasks(&tasks("d:c; c:b")).unwrap();
     g.add_tasks(&tasks("e")).unwrap();
+    // Not in step until sync: nothing can complete.
+    assert!(matches!(
+        t.complete(&g, g.task_phase()),
+        Err(TrackError::GraphMismatch {
+            graph: 9,
+            tracked: 6
+        })
+    ));
     let mut newly = Vec::new();
     t.sync(&g, &mut newly).unwrap();
     assert_eq!(sorted(&g, newly), ["c", "e"]);
