@@ -19,6 +19,7 @@
 //!   KIRO workflow: `task`), so no task can start before the task breakdown is done.
 //! - The task phase's node stands for the phase's *completion*: it depends on every task, so it
 //!   becomes ready only when all of them are done.
+//! - A dependency listed twice is one edge.
 //!
 //! ```text
 //!  design ──▶ spec ──▶ task ──┬──▶ t1 ──▶ t3 ──┐
