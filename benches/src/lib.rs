@@ -1,1 +1,2 @@
 //! Workloads and baselines shared by the criterion benchmarks in `benches/benches/`.
+pub mod graph_workloads;
