@@ -115,6 +115,27 @@ fn summary_of(message: &str) -> String {
         .join(" ")
 }
 
+/// The trailers git would find: the last paragraph (not the first) when every line of it is
+/// `Key: value`.
+fn trailers_of(message: &str) -> Vec<Trailer> {
+    let paragraphs: Vec<&str> = message
+        .trim()
+        .split("\n\n")
+        .filter(|p| !p.trim().is_empty())
+        .collect();
+    let [_, .., last] = paragraphs.as_slice() else {
+        return Vec::new();
+    };
+    let parsed: Option<Vec<Trailer>> = last
+        .lines()
+        .map(|line| {
+            let (k, v) = line.split_once(": ")?;
+            Trailer::new(k, v).ok()
+        })
+        .collect();
+    parsed.unwrap_or_default()
+}
+
 fn conflict_text(ours: &[u8], theirs: &[u8]) -> Vec<u8> {
     let mut out = b"<<<<<<< ours\n".to_vec();
     out.extend_from_slice(ours);
@@ -286,13 +307,7 @@ impl Repo {
         }
     }
 
-    fn new_commit(
-        &mut self,
-        parents: Vec<CommitId>,
-        tree: Tree,
-        message: &str,
-        trailers: Vec<Trailer>,
-    ) -> CommitId {
+    fn new_commit(&mut self, parents: Vec<CommitId>, tree: Tree, message: &str) -> CommitId {
         self.counter += 1;
         let c = self.counter;
         let text = format!(
@@ -308,7 +323,7 @@ impl Repo {
                 parents,
                 tree,
                 summary: summary_of(message),
-                trailers,
+                trailers: trailers_of(message),
                 seq: c,
             },
         );
@@ -471,12 +486,7 @@ impl GitBackend for InMemoryGit {
         }
         let parents: Vec<CommitId> = head.into_iter().chain(merging).collect();
         let tree = repo.index.clone();
-        let id = repo.new_commit(
-            parents,
-            tree,
-            &request.full_message(),
-            request.trailers.clone(),
-        );
+        let id = repo.new_commit(parents, tree, &request.full_message());
         repo.move_head(id.clone());
         repo.merge = None;
         Ok(id)
@@ -583,7 +593,7 @@ impl GitBackend for InMemoryGit {
         let saved_worktree = repo.worktree.clone();
         if conflicts.is_empty() {
             repo.checkout(&ours_tree, &merged);
-            let id = repo.new_commit(vec![ours, theirs], merged, &options.message, Vec::new());
+            let id = repo.new_commit(vec![ours, theirs], merged, &options.message);
             repo.move_head(id.clone());
             return Ok(MergeOutcome::Merged { commit: id });
         }
