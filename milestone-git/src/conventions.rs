@@ -296,7 +296,12 @@ impl<B: GitBackend> MilestoneGit<B> {
         }
         let target = Revision::branch(&branch_name(id));
         let commit = self.backend.resolve(&target).await?;
-        let message = format!("Milestone {id} complete: {}", one_line(title));
+        let title = one_line(title);
+        let message = if title.is_empty() {
+            format!("Milestone {id} complete")
+        } else {
+            format!("Milestone {id} complete: {title}")
+        };
         self.backend
             .tag(&tag, &Revision::from(&commit), &message)
             .await?;
