@@ -351,6 +351,9 @@ impl CliGit {
             config: Arc::new(config),
             spawned: Arc::new(AtomicU64::new(0)),
         };
+        if !git.workdir.is_dir() {
+            return Err(GitError::NotARepository { path: git.workdir });
+        }
         git.check_version().await?;
         let out = git
             .run(vec![os("rev-parse"), os("--show-toplevel")], None)
@@ -384,6 +387,12 @@ impl CliGit {
             config: Arc::new(config),
             spawned: Arc::new(AtomicU64::new(0)),
         };
+        if !git.workdir.is_dir() {
+            return Err(GitError::Io {
+                path: git.workdir.display().to_string(),
+                detail: "not an existing directory".into(),
+            });
+        }
         git.check_version().await?;
         let args = vec![
             os("init"),
@@ -556,6 +565,22 @@ impl CliGit {
         } else {
             Err(self.fail(&Ctx::missing("rev-parse", rev), &out))
         }
+    }
+
+    /// The file `path` of the working tree, refusing a path that passes through a symbolic link
+    /// (which could lead outside the working tree).
+    fn file(&self, path: &RepoPath) -> Result<PathBuf, GitError> {
+        let mut full = self.workdir.clone();
+        for part in path.as_str().split('/') {
+            full.push(part);
+            if std::fs::symlink_metadata(&full).is_ok_and(|m| m.file_type().is_symlink()) {
+                return Err(GitError::Io {
+                    path: path.as_str().to_owned(),
+                    detail: format!("{} is a symbolic link", full.display()),
+                });
+            }
+        }
+        Ok(full)
     }
 
     async fn conflicted_paths(&self) -> Result<Vec<String>, GitError> {
@@ -884,7 +909,7 @@ impl GitBackend for CliGit {
     }
 
     async fn read_file(&self, path: &RepoPath) -> Result<Option<Vec<u8>>, GitError> {
-        match std::fs::read(self.workdir.join(path.as_str())) {
+        match std::fs::read(self.file(path)?) {
             Ok(bytes) => Ok(Some(bytes)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(GitError::Io {
@@ -895,7 +920,7 @@ impl GitBackend for CliGit {
     }
 
     async fn write_file(&self, path: &RepoPath, contents: &[u8]) -> Result<(), GitError> {
-        let full = self.workdir.join(path.as_str());
+        let full = self.file(path)?;
         let io = |e: std::io::Error| GitError::Io {
             path: path.as_str().to_owned(),
             detail: e.to_string(),
@@ -907,7 +932,7 @@ impl GitBackend for CliGit {
     }
 
     async fn remove_file(&self, path: &RepoPath) -> Result<bool, GitError> {
-        match std::fs::remove_file(self.workdir.join(path.as_str())) {
+        match std::fs::remove_file(self.file(path)?) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(GitError::Io {

@@ -254,3 +254,40 @@ fn processes_are_counted() {
     block_on(repo.git.status()).unwrap();
     assert_eq!(repo.git.processes_spawned(), before + 1);
 }
+
+#[test]
+fn a_missing_directory_is_not_a_repository() {
+    let home = tempfile::TempDir::new().unwrap();
+    let gone = home.path().join("nope");
+    let err = block_on(CliGit::open(&gone, common::config(&home))).unwrap_err();
+    assert_eq!(err, GitError::NotARepository { path: gone });
+}
+
+#[test]
+fn working_tree_files_never_go_through_a_symlink() {
+    let repo = common::repo();
+    let outside = tempfile::TempDir::new().unwrap();
+    let target = outside.path().join("precious.txt");
+    std::fs::write(&target, "keep me\n").unwrap();
+    std::os::unix::fs::symlink(&target, repo.dir.path().join("link")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), repo.dir.path().join("dir")).unwrap();
+    block_on(async {
+        for p in ["link", "dir/precious.txt", "dir/new.txt"] {
+            let p = RepoPath::new(p).unwrap();
+            assert!(matches!(
+                repo.git.write_file(&p, b"overwritten").await,
+                Err(GitError::Io { .. })
+            ));
+            assert!(matches!(
+                repo.git.read_file(&p).await,
+                Err(GitError::Io { .. })
+            ));
+            assert!(matches!(
+                repo.git.remove_file(&p).await,
+                Err(GitError::Io { .. })
+            ));
+        }
+    });
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me\n");
+    assert!(!outside.path().join("new.txt").exists());
+}
