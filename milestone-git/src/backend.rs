@@ -113,7 +113,8 @@ impl Trailer {
 
 /// What to commit: the message, its trailers, and whether an empty commit is allowed.
 ///
-/// The commit records what is staged in the index (see [`GitBackend::add`]).
+/// The commit records what is staged in the index (see [`GitBackend::add`]). The message must
+/// not be blank and must not contain NUL; backends refuse it with [`GitError::InvalidName`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommitRequest {
     /// The message; its first line is the summary. Free text: it reaches git on stdin, never as
@@ -166,6 +167,28 @@ impl CommitRequest {
         }
         text
     }
+}
+
+/// Checks free text bound for git: a commit or merge message must not be blank (git refuses an
+/// empty message), and no message may hold a NUL byte (git refuses it, and it cannot travel in
+/// an argument).
+pub(crate) fn check_message(
+    what: &'static str,
+    text: &str,
+    allow_blank: bool,
+) -> Result<(), GitError> {
+    let bad = |problem| GitError::InvalidName {
+        what,
+        value: text.chars().take(80).collect(),
+        problem,
+    };
+    if !allow_blank && text.trim().is_empty() {
+        return Err(bad(NameProblem::Empty));
+    }
+    if let Some(at) = text.find('\0') {
+        return Err(bad(NameProblem::BadChar { ch: '\0', at }));
+    }
+    Ok(())
 }
 
 /// Whether a merge may fast-forward.

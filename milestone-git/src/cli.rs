@@ -25,7 +25,7 @@ use async_trait::async_trait;
 
 use crate::backend::{
     CommitRequest, FastForward, GitBackend, LogEntry, LogRange, MergeOptions, MergeOutcome, Status,
-    Trailer,
+    Trailer, check_message,
 };
 use crate::error::GitError;
 use crate::names::{CommitId, NameProblem, RefName, RepoPath, Revision};
@@ -757,6 +757,7 @@ impl GitBackend for CliGit {
     }
 
     async fn commit(&self, request: &CommitRequest) -> Result<CommitId, GitError> {
+        check_message("commit message", &request.message, false)?;
         let mut args = vec![os("commit"), os("--quiet"), os("--cleanup=whitespace")];
         if request.allow_empty {
             args.push(os("--allow-empty"));
@@ -780,6 +781,7 @@ impl GitBackend for CliGit {
     }
 
     async fn tag(&self, name: &RefName, target: &Revision, message: &str) -> Result<(), GitError> {
+        check_message("tag message", message, true)?;
         let args = vec![
             os("tag"),
             os("--annotate"),
@@ -808,6 +810,7 @@ impl GitBackend for CliGit {
         rev: &Revision,
         options: &MergeOptions,
     ) -> Result<MergeOutcome, GitError> {
+        check_message("merge message", &options.message, true)?;
         let theirs =
             self.try_resolve(rev.as_str())
                 .await?

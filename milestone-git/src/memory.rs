@@ -19,7 +19,7 @@ use async_trait::async_trait;
 
 use crate::backend::{
     CommitRequest, FastForward, GitBackend, LogEntry, LogRange, MergeOptions, MergeOutcome, Status,
-    Trailer,
+    Trailer, check_message,
 };
 use crate::error::GitError;
 use crate::names::{CommitId, RefName, RepoPath, Revision, Step};
@@ -471,6 +471,7 @@ impl GitBackend for InMemoryGit {
     }
 
     async fn commit(&self, request: &CommitRequest) -> Result<CommitId, GitError> {
+        check_message("commit message", &request.message, false)?;
         let mut repo = self.lock();
         if let Some(m) = &repo.merge
             && !m.conflicted.is_empty()
@@ -493,6 +494,7 @@ impl GitBackend for InMemoryGit {
     }
 
     async fn tag(&self, name: &RefName, target: &Revision, message: &str) -> Result<(), GitError> {
+        check_message("tag message", message, true)?;
         let mut repo = self.lock();
         if repo.tags.contains_key(name.as_str()) {
             return Err(GitError::AlreadyExists {
@@ -515,6 +517,7 @@ impl GitBackend for InMemoryGit {
         rev: &Revision,
         options: &MergeOptions,
     ) -> Result<MergeOutcome, GitError> {
+        check_message("merge message", &options.message, true)?;
         let mut repo = self.lock();
         if repo.merge.is_some() {
             return Err(GitError::Other {

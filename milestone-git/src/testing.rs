@@ -332,6 +332,23 @@ pub async fn messages_and_trailers(git: &dyn GitBackend) {
         "the summary is the first paragraph"
     );
     assert!(log[0].trailers.is_empty());
+    for bad in ["", " \n\t", "nul\0inside"] {
+        assert!(
+            matches!(
+                git.commit(&CommitRequest::new(bad).allow_empty(true)).await,
+                Err(GitError::InvalidName { .. })
+            ),
+            "message {bad:?}"
+        );
+    }
+    let nul = MergeOptions {
+        message: "a\0b".into(),
+        fast_forward: FastForward::Never,
+    };
+    assert!(matches!(
+        git.merge(&Revision::head(), &nul).await,
+        Err(GitError::InvalidName { .. })
+    ));
     assert!(Trailer::new("Bad Key", "v").is_err());
     assert!(Trailer::new("Key", "two\nlines").is_err());
 }
