@@ -315,7 +315,7 @@ fn classify(ctx: &Ctx<'_>, workdir: &Path, out: &Output, hooks: HooksPolicy) -> 
         GitError::RefNotFound {
             name: ctx.missing.to_owned(),
         }
-    } else if has("hook")
+    } else if stderr.contains("hook")
         || (hooks == HooksPolicy::RunRepository && matches!(ctx.op, "commit" | "merge" | "tag"))
     {
         GitError::HookFailed {

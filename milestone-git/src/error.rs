@@ -86,7 +86,10 @@ pub enum GitError {
     /// `abort_merge` (or a merge commit) was asked for with no merge in progress.
     #[error("no merge in progress")]
     NoMergeInProgress,
-    /// A hook refused the operation.
+    /// A hook refused the operation. With hooks enabled
+    /// ([`HooksPolicy::RunRepository`](crate::HooksPolicy::RunRepository)), a commit, merge or
+    /// tag that fails for a reason git does not name is reported as this too: hooks speak for
+    /// themselves on stderr, which is kept here.
     #[error("a git hook failed: {stderr}")]
     HookFailed {
         /// What git and the hook said.
