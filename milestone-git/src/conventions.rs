@@ -313,14 +313,28 @@ impl<B: GitBackend> MilestoneGit<B> {
     /// [`MergeOutcome::Conflicts`] with the merge left in progress for a resolver, then
     /// [`MilestoneGit::complete_merge`] or [`MilestoneGit::abort_merge`].
     ///
+    /// A merge of this milestone left in progress (a crash while a resolver worked, say) is not
+    /// started again: it is reported again as [`MergeOutcome::Conflicts`] with the paths still
+    /// unmerged (possibly none, when only [`MilestoneGit::complete_merge`] is left to do).
+    ///
     /// # Errors
-    /// What the backend reports (a dirty working tree, a missing branch…).
+    /// [`GitError::Conflict`] when a merge of something else is in progress; what the backend
+    /// reports (a dirty working tree, a missing branch…).
     pub async fn merge_into_base(
         &self,
         id: &MilestoneId,
         title: &str,
     ) -> Result<MergeOutcome, GitError> {
         let _guard = self.lock.lock().await;
+        let branch = Revision::branch(&branch_name(id));
+        if let Some(merging) = self.backend.merge_in_progress().await? {
+            let conflicted = self.backend.status().await?.conflicted;
+            return if self.backend.resolve(&branch).await? == merging {
+                Ok(MergeOutcome::Conflicts { paths: conflicted })
+            } else {
+                Err(GitError::Conflict { paths: conflicted })
+            };
+        }
         if self.backend.current_branch().await?.as_ref() != Some(&self.base) {
             self.backend.switch(&self.base).await?;
         }
@@ -328,9 +342,7 @@ impl<B: GitBackend> MilestoneGit<B> {
             message: merge_message(id, title),
             fast_forward: FastForward::Never,
         };
-        self.backend
-            .merge(&Revision::branch(&branch_name(id)), &options)
-            .await
+        self.backend.merge(&branch, &options).await
     }
 
     /// Checks a resolver's work without committing: none of `paths` holds conflict markers, no

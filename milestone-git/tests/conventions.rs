@@ -157,6 +157,12 @@ fn full_flow_in_memory() {
 }
 
 #[test]
+fn full_flow_through_arc_dyn() {
+    let git: Arc<dyn GitBackend> = Arc::new(InMemoryGit::new());
+    block_on(full_flow(git));
+}
+
+#[test]
 fn full_flow_cli() {
     let repo = common::repo();
     block_on(full_flow(repo.git.clone()));
@@ -286,6 +292,14 @@ async fn conflict_then_resolve<B: GitBackend>(git: B) {
         }
     );
     let conflicted = [path("README.md")];
+    // A restart while the resolver works: the merge is reported again, not started again.
+    let restarted = MilestoneGit::new(m.backend(), main_branch());
+    assert_eq!(
+        restarted.merge_into_base(&ms, "Clash").await.unwrap(),
+        MergeOutcome::Conflicts {
+            paths: vec!["README.md".into()]
+        }
+    );
     // The resolver has not worked yet: markers are still there.
     assert_eq!(
         m.complete_merge(&ms, "Clash", &conflicted).await,
