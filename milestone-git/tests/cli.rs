@@ -291,3 +291,15 @@ fn working_tree_files_never_go_through_a_symlink() {
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me\n");
     assert!(!outside.path().join("new.txt").exists());
 }
+
+#[test]
+fn a_repository_of_another_owner_is_dubious_ownership() {
+    let repo = common::repo();
+    // git's own test switch makes it treat the repository as owned by someone else.
+    let config = common::config(&repo.home).with_env("GIT_TEST_ASSUME_DIFFERENT_OWNER", "1");
+    let err = block_on(CliGit::open(repo.dir.path(), config)).unwrap_err();
+    assert!(
+        matches!(&err, GitError::DubiousOwnership { stderr } if stderr.contains("safe.directory")),
+        "{err:?}"
+    );
+}
