@@ -1,5 +1,7 @@
 //! The conformance suite and CLI-specific behaviour against real git repositories.
 
+#![cfg(unix)]
+
 mod common;
 
 use std::sync::Arc;

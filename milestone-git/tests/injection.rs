@@ -4,6 +4,8 @@
 //! Names our rules refuse get typed errors and never appear in any argv; names that pass and do
 //! reach git always follow `--end-of-options` (refs, revisions) or `--` (paths).
 
+#![cfg(unix)]
+
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
