@@ -10,7 +10,9 @@
 //! * the merge base of a criss-cross history is one best common ancestor, not a virtual one;
 //! * conflict markers wrap the whole file (`<<<<<<< ours` … `=======` … `>>>>>>> theirs`);
 //! * `abort_merge` restores the index and working tree exactly as they were before the merge;
-//! * file modes, symlinks, ignore rules and renames are not modelled.
+//! * file modes, symlinks, ignore rules and renames are not modelled;
+//! * commit ids are fresh for every commit, not content hashes: git gives two identical
+//!   commits (same tree, parents, message, identity and date) the same id, this model does not.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};

@@ -41,7 +41,7 @@ struct Result {
     files: Vec<(String, Option<String>)>,
 }
 
-async fn apply(git: &dyn GitBackend, edits: &[Edit]) {
+async fn apply(git: &dyn GitBackend, edits: &[Edit], message: &str) {
     for (file, e) in FILES.iter().zip(edits) {
         let path = RepoPath::new(file).unwrap();
         match e {
@@ -56,7 +56,9 @@ async fn apply(git: &dyn GitBackend, edits: &[Edit]) {
         }
     }
     git.add_all().await.unwrap();
-    git.commit(&CommitRequest::new("edits").allow_empty(true))
+    // Distinct messages per side: with fixed dates, git would give two identical empty commits
+    // on the same parent the same id (it is content-addressed), which InMemoryGit does not model.
+    git.commit(&CommitRequest::new(message).allow_empty(true))
         .await
         .unwrap();
 }
@@ -71,12 +73,12 @@ async fn scenario(
         .iter()
         .map(|v| v.map_or(Edit::Keep, Edit::Set))
         .collect();
-    apply(git, &base_edits).await;
+    apply(git, &base_edits, "base edits").await;
     let side = RefName::new("theirs").unwrap();
     git.create_branch(&side, &Revision::head()).await.unwrap();
-    apply(git, ours).await;
+    apply(git, ours, "our edits").await;
     git.switch(&side).await.unwrap();
-    apply(git, theirs).await;
+    apply(git, theirs, "their edits").await;
     git.switch(&RefName::new("main").unwrap()).await.unwrap();
     let options = MergeOptions {
         message: "merge".into(),
