@@ -43,11 +43,15 @@ pub mod state;
 pub mod units;
 pub mod workflow;
 
+pub use bridge::CommandState;
+pub use complexity::{Complexity, ExecutionMode};
 pub use error::{Error, LoadError, Problem, ProblemKind, Problems};
 pub use event::Event;
+pub use graph::{ReadyTracker, WorkGraph};
 pub use id::{IdError, MilestoneId, PhaseId, TaskId};
 pub use kiro::{KiroCategory, KiroItem, KiroStrategy};
-pub use plan::MilestonePlan;
+pub use plan::{MilestonePlan, validate_plan};
+pub use progress::{ProgressReport, overall};
 pub use state::{
     Artifact, ArtifactBody, Decision, FailureKind, ItemError, ItemOutput, ItemRef, ItemState,
     ItemStatus, MilestoneState, MilestoneStatus, Mode, TaskSpec, TransitionError,
