@@ -1408,7 +1408,9 @@ impl StateStore for FileStore {
                 continue;
             };
             let ft = entry.file_type().at(&entry.path())?;
-            if ft.is_dir() && no_symlink(&entry.path().join(EVENTS))?.is_some() {
+            // Only real directories holding a real log; links are never followed.
+            let log = fs::symlink_metadata(entry.path().join(EVENTS));
+            if ft.is_dir() && log.is_ok_and(|m| m.is_file()) {
                 out.push(id);
             }
         }
