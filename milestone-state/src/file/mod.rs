@@ -597,21 +597,16 @@ impl Writer {
 
     fn run(mut self, rx: mpsc::Receiver<Request>) {
         while let Ok(first) = rx.recv() {
-            let mut requests = vec![first];
-            while requests.len() < 4096 {
-                match rx.try_recv() {
-                    Ok(r) => requests.push(r),
-                    Err(_) => break,
-                }
-            }
-            if self.serve(requests) {
+            if self.serve(first, &rx) {
                 return;
             }
         }
     }
 
-    /// Serves a batch of requests under the lock; returns true when the writer must stop.
-    fn serve(&mut self, requests: Vec<Request>) -> bool {
+    /// Serves `first` and everything that arrives while the lock is taken and the group is
+    /// staged (so that a burst of appends shares one write and one fdatasync); returns true when
+    /// the writer must stop.
+    fn serve(&mut self, first: Request, rx: &mpsc::Receiver<Request>) -> bool {
         let lock = self.lock.clone();
         let guard = match fsutil::lock(
             &lock,
@@ -621,7 +616,8 @@ impl Writer {
         ) {
             Ok(g) => g,
             Err(e) => {
-                for r in requests {
+                first.fail(dup(&e));
+                while let Ok(r) = rx.try_recv() {
                     r.fail(dup(&e));
                 }
                 return false;
@@ -630,21 +626,25 @@ impl Writer {
         let stop = match self.prepare() {
             Err((e, stop)) => {
                 self.cache = None;
-                for r in requests {
+                first.fail(dup(&e));
+                while let Ok(r) = rx.try_recv() {
                     r.fail(dup(&e));
                 }
                 stop
             }
-            Ok(()) => self.serve_locked(requests),
+            Ok(()) => self.serve_locked(first, rx),
         };
         drop(guard);
         stop
     }
 
-    fn serve_locked(&mut self, requests: Vec<Request>) -> bool {
+    fn serve_locked(&mut self, first: Request, rx: &mpsc::Receiver<Request>) -> bool {
+        const MAX_BATCH: usize = 4096;
         let mut group = Group::default();
-        let mut requests = requests.into_iter();
-        while let Some(request) = requests.next() {
+        let mut next = Some(first);
+        let mut served = 0;
+        while let Some(request) = next.take() {
+            served += 1;
             match request {
                 Request::Append {
                     expected,
@@ -658,7 +658,7 @@ impl Writer {
                     let deleted = result.is_ok();
                     let _ = reply.send(result);
                     if deleted {
-                        for r in requests {
+                        while let Ok(r) = rx.try_recv() {
                             r.fail(StoreError::milestone_not_found(&self.id));
                         }
                         return true;
@@ -668,6 +668,9 @@ impl Writer {
                     self.flush(&mut group);
                     self.serve_one(other);
                 }
+            }
+            if served < MAX_BATCH {
+                next = rx.try_recv().ok();
             }
         }
         self.flush(&mut group);
