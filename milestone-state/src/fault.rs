@@ -1,6 +1,6 @@
 //! Named crash points for the reliability tests.
 //!
-//! With the non-default `fault-injection` feature, [`point`] aborts the process when the
+//! With the non-default `fault-injection` feature, reaching a point aborts the process when the
 //! environment variable [`CRASH_AT_VAR`] names the point; without the feature every function here
 //! is an empty inline call, so release builds carry no such code. The points:
 //!

@@ -13,7 +13,7 @@
 //!   `events.jsonl`, snapshots, a checkpoint index, an exported `state.json` and a lock file.
 //!   Several processes may share one root: appends are compare-and-swap under a file lock.
 //! - Your own (a database, an object store): implement [`StateStore`] and run the functions of
-//!   [`testing`] (feature `testing`) from your tests, as both stores here do.
+//!   `testing` module (feature `testing`) from your tests, as both stores here do.
 //!
 //! ## File layout
 //!
@@ -23,7 +23,7 @@
 //! ```
 //!
 //! Each line of `events.jsonl` is `{"seq":N,"last":L,"crc":"xxxxxxxx","event":{…}}` — see
-//! [`file`] for the details, recovery rules and security measures.
+//! [`mod@file`] for the details, recovery rules and security measures.
 //!
 //! ## Durability guarantees (FileStore)
 //!

@@ -35,7 +35,7 @@ pub struct Checkpoint {
 ///
 /// # Contract
 ///
-/// Every implementation guarantees the following; the public [`crate::testing`] module checks
+/// Every implementation guarantees the following; the public `testing` module checks
 /// it (feature `testing`).
 ///
 /// - **The log is the truth.** A milestone is its event log; its state is

@@ -102,6 +102,13 @@ fn kill_loop_never_loses_an_acknowledged_event() {
         assert_eq!(loaded.state.events_applied(), loaded.version);
         let tail = block_on(store.read_events(&id, verified)).unwrap();
         assert_eq!(tail.len() as u64, loaded.version - verified);
+        // The child appends `note(v - 1)` as event `v`: every event is exactly what was sent.
+        for (k, event) in tail.iter().enumerate() {
+            let seq = verified + 1 + k as u64;
+            if seq > 1 {
+                assert_eq!(*event, testing::note(seq - 1), "seed {seed}: event {seq}");
+            }
+        }
         verified = loaded.version;
         cuts += store
             .recoveries()
