@@ -76,6 +76,6 @@ pub mod store;
 pub mod testing;
 
 pub use error::StoreError;
-pub use file::{FileStore, FileStoreOptions, Recovery};
+pub use file::{FileStore, FileStoreOptions, Recovery, Stats};
 pub use memory::InMemory;
 pub use store::{Checkpoint, Loaded, StateStore, UPDATE_ATTEMPTS, update};

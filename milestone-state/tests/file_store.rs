@@ -526,3 +526,33 @@ fn events_fold_to_the_loaded_state_after_restore_and_reopen() {
     assert_eq!(block_on(store.checkpoints(&cp)).unwrap().len(), 3);
     assert_eq!(block_on(store.load(&id)).unwrap().version, 1);
 }
+
+#[test]
+fn a_burst_of_appends_shares_fdatasyncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path()).unwrap();
+    let id = mid("burst-1");
+    block_on(store.create(&testing::created("burst-1"))).unwrap();
+    let batches: Vec<Vec<Event>> = (0..64u64).map(|n| vec![testing::note(n)]).collect();
+    for round in 0..3u64 {
+        let base = 1 + round * 64;
+        let calls = batches
+            .iter()
+            .enumerate()
+            .map(|(i, b)| store.append(&id, base + i as u64, b));
+        for (i, r) in block_on(futures::future::join_all(calls))
+            .into_iter()
+            .enumerate()
+        {
+            assert_eq!(r.unwrap(), base + 1 + i as u64);
+        }
+    }
+    let stats = store.stats();
+    eprintln!("burst: {stats:?}");
+    assert_eq!((stats.appends, stats.events), (192, 192));
+    assert!(
+        stats.groups <= 6,
+        "192 concurrent appends took {} fdatasyncs",
+        stats.groups
+    );
+}

@@ -77,6 +77,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
@@ -157,6 +158,18 @@ impl FileStoreOptions {
     }
 }
 
+/// Counters of a [`FileStore`] (see [`FileStore::stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Groups written: each is one `write` and one `fdatasync` of the log.
+    pub groups: u64,
+    /// Appends acknowledged.
+    pub appends: u64,
+    /// Events acknowledged.
+    pub events: u64,
+}
+
 /// Something recovery did on open, for the host to log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -192,6 +205,9 @@ pub(super) struct Inner {
     pub(super) root: PathBuf,
     pub(super) options: FileStoreOptions,
     recoveries: Mutex<Vec<Recovery>>,
+    pub(super) groups: AtomicU64,
+    pub(super) appends: AtomicU64,
+    pub(super) events: AtomicU64,
 }
 
 impl Inner {
@@ -283,6 +299,9 @@ impl FileStore {
                 root,
                 options,
                 recoveries: Mutex::new(Vec::new()),
+                groups: AtomicU64::new(0),
+                appends: AtomicU64::new(0),
+                events: AtomicU64::new(0),
             }),
             handles: Mutex::new(HashMap::new()),
         };
@@ -293,6 +312,16 @@ impl FileStore {
     /// The root directory.
     pub fn root(&self) -> &Path {
         &self.inner.root
+    }
+
+    /// What this store has written since it was opened: with concurrent appenders,
+    /// `appends / groups` shows how many appends shared each `fdatasync`.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            groups: self.inner.groups.load(Ordering::Relaxed),
+            appends: self.inner.appends.load(Ordering::Relaxed),
+            events: self.inner.events.load(Ordering::Relaxed),
+        }
     }
 
     /// Everything recovery has done since this store was opened, oldest first.

@@ -7,6 +7,7 @@ use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 
 use futures::channel::oneshot;
@@ -741,6 +742,13 @@ impl Writer {
         match written {
             Ok(()) => {
                 self.last_group = group.entries.len();
+                if !group.bytes.is_empty() {
+                    self.inner.groups.fetch_add(1, Ordering::Relaxed);
+                }
+                self.inner
+                    .appends
+                    .fetch_add(group.entries.len() as u64, Ordering::Relaxed);
+                self.inner.events.fetch_add(group.count, Ordering::Relaxed);
                 let first = cache.version + 1;
                 let mut seq = first;
                 for staged in &group.entries {
