@@ -15,6 +15,12 @@
 //! - Your own (a database, an object store): implement [`StateStore`] and run the functions of
 //!   `testing` module (feature `testing`) from your tests, as both stores here do.
 //!
+//! Both stores are executor-agnostic (no runtime is required; the tests use
+//! `futures::executor`). The file store's appends, loads and reads are served by one writer
+//! thread per open milestone and awaited through a oneshot channel, so they never block an
+//! executor thread; `create`, `list` and opening the store do their (few) file operations on the
+//! calling thread.
+//!
 //! ## File layout
 //!
 //! ```text
