@@ -92,6 +92,8 @@ pub async fn run_all<S: StateStore + ?Sized>(store: &S) {
     checkpoints_and_restore(store).await;
     snapshots_do_not_change_what_loads(store).await;
     pipelined_appends_keep_call_order(store).await;
+    refused_batch_among_pipelined_appends(store).await;
+    update_propagates_errors(store).await;
     concurrent_updates_lose_nothing(store).await;
     list_and_delete(store).await;
 }
@@ -416,5 +418,51 @@ pub async fn list_and_delete<S: StateStore + ?Sized>(store: &S) {
         store.create(&created("mm-del")).await.expect("re-create"),
         1
     );
+    assert_eq!(store.load(&m).await.expect("load").version, 1);
+}
+
+/// A batch refused half-way, issued together with valid appends before and after it, leaves
+/// exactly the valid ones in the log.
+pub async fn refused_batch_among_pipelined_appends<S: StateStore + ?Sized>(store: &S) {
+    let m = id("pipe-2");
+    store.create(&created("pipe-2")).await.expect("create");
+    let first = [note(1)];
+    let bad = [note(2), note(3), refused_event()];
+    let after = [note(4), note(5)];
+    let (a, b, c) = futures::join!(
+        store.append(&m, 1, &first),
+        store.append(&m, 2, &bad),
+        store.append(&m, 2, &after),
+    );
+    assert_eq!(a.expect("first"), 2);
+    assert!(matches!(b, Err(StoreError::InvalidInput { .. })), "{b:?}");
+    assert_eq!(c.expect("after"), 4);
+    let log = store.read_events(&m, 1).await.expect("read");
+    assert_eq!(log, [note(1), note(4), note(5)]);
+    let mut all = vec![created("pipe-2")];
+    all.extend(log);
+    assert_eq!(
+        store.load(&m).await.expect("load").state,
+        MilestoneState::from_events(&all).expect("fold")
+    );
+}
+
+/// [`update`] returns what its closure returns, appends nothing for an empty decision, and
+/// reports an unknown milestone.
+pub async fn update_propagates_errors<S: StateStore + ?Sized>(store: &S) {
+    let m = id("upd-2");
+    store.create(&created("upd-2")).await.expect("create");
+    let r = update(store, &m, |_, _| Err(StoreError::invalid("no"))).await;
+    assert!(matches!(r, Err(StoreError::InvalidInput { .. })));
+    assert_eq!(
+        update(store, &m, |_, _| Ok(vec![])).await.expect("no-op"),
+        1
+    );
+    let r = update(store, &m, |_, _| Ok(vec![refused_event()])).await;
+    assert!(matches!(r, Err(StoreError::InvalidInput { .. })));
+    assert!(matches!(
+        update(store, &id("upd-missing"), |_, _| Ok(vec![note(1)])).await,
+        Err(StoreError::NotFound { .. })
+    ));
     assert_eq!(store.load(&m).await.expect("load").version, 1);
 }

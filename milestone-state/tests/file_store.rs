@@ -556,3 +556,31 @@ fn a_burst_of_appends_shares_fdatasyncs() {
         stats.groups
     );
 }
+
+#[test]
+fn a_full_log_refuses_appends_and_stays_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = FileStoreOptions::default().max_file_bytes(4096);
+    let store = FileStore::open_with(dir.path(), options.clone()).unwrap();
+    let id = mid("full-1");
+    block_on(store.create(&testing::created("full-1"))).unwrap();
+    let mut version = 1;
+    let refused = loop {
+        match block_on(store.append(&id, version, &[testing::note(version)])) {
+            Ok(v) => version = v,
+            Err(e) => break e,
+        }
+        assert!(version < 100, "the limit was never reached");
+    };
+    assert!(
+        matches!(refused, StoreError::InvalidInput { .. }),
+        "{refused}"
+    );
+    let len = fs::metadata(dir.path().join("full-1/events.jsonl"))
+        .unwrap()
+        .len();
+    assert!(len <= 4096);
+    drop(store);
+    let store = FileStore::open_with(dir.path(), options).unwrap();
+    assert_eq!(block_on(store.load(&id)).unwrap().version, version);
+}
