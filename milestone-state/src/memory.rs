@@ -1,0 +1,227 @@
+//! [`InMemory`]: the reference [`StateStore`], always compiled.
+//!
+//! It keeps each milestone's log, its current state and the state at every checkpoint in a
+//! mutex-guarded map. Nothing is durable; everything else in the contract holds, which makes it
+//! the store for tests, examples and hosts that persist elsewhere.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use milestone_core::{Event, MilestoneId, MilestoneState, Timestamp};
+
+use crate::error::{StoreError, check_label};
+use crate::store::{Checkpoint, Loaded, StateStore, refused};
+
+#[derive(Debug)]
+struct Entry {
+    events: Vec<Event>,
+    state: MilestoneState,
+    /// Checkpoints with the state at each (restores need it; checkpoints are rare).
+    checkpoints: Vec<(Checkpoint, MilestoneState)>,
+}
+
+/// The in-memory store. Appends cost O(events appended): the state is updated in place.
+///
+/// Every [`Event::CheckpointRecorded`] appended (by [`StateStore::checkpoint`] or directly) is a
+/// checkpoint; the state after it is kept for restores.
+///
+/// Validation: each event is applied to the current state as it is checked. When a later event
+/// of a multi-event batch is refused, the earlier ones are undone by folding the stored log
+/// again — O(milestone), but only on that error path; the common path never clones the state.
+///
+/// ```
+/// use milestone_core::{Event, MilestoneId, Timestamp, Workflow};
+/// use milestone_state::{memory::InMemory, StateStore};
+///
+/// futures::executor::block_on(async {
+///     let store = InMemory::new();
+///     let id = MilestoneId::new("m-1")?;
+///     let created = Event::Created { at: Timestamp(0), id: id.clone(), title: "M".into(),
+///         context: String::new(), workflow: Workflow::kiro(), seed: 0 };
+///     assert_eq!(store.create(&created).await?, 1);
+///     let v = store.append(&id, 1, &[Event::ExecutionStarted { at: Timestamp(1) }]).await?;
+///     assert_eq!(store.load(&id).await?.version, v);
+///     Ok::<(), Box<dyn std::error::Error>>(())
+/// })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct InMemory {
+    milestones: Mutex<BTreeMap<MilestoneId, Entry>>,
+}
+
+impl InMemory {
+    /// An empty store.
+    pub fn new() -> InMemory {
+        InMemory::default()
+    }
+
+    fn map(&self) -> MutexGuard<'_, BTreeMap<MilestoneId, Entry>> {
+        // A panic while holding the lock cannot leave an entry half-updated (every mutation
+        // below is completed or undone before returning), so a poisoned lock is still usable.
+        self.milestones
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn entry<'a>(
+    map: &'a mut BTreeMap<MilestoneId, Entry>,
+    id: &MilestoneId,
+) -> Result<&'a mut Entry, StoreError> {
+    map.get_mut(id)
+        .ok_or_else(|| StoreError::milestone_not_found(id))
+}
+
+fn append_locked(
+    entry: &mut Entry,
+    id: &MilestoneId,
+    expected: u64,
+    events: &[Event],
+) -> Result<u64, StoreError> {
+    let actual = entry.events.len() as u64;
+    if expected != actual {
+        return Err(StoreError::Conflict {
+            id: id.clone(),
+            expected,
+            actual,
+        });
+    }
+    let mut marks = Vec::new();
+    for (index, event) in events.iter().enumerate() {
+        if let Err(err) = entry.state.apply(event) {
+            if index > 0 {
+                // Undo the events of this batch already applied: fold the stored log again.
+                entry.state = MilestoneState::from_events(&entry.events)
+                    .map_err(|e| StoreError::invalid(format!("stored log no longer folds: {e}")))?;
+            }
+            return Err(refused(index, &err));
+        }
+        if let Event::CheckpointRecorded { at, label } = event {
+            let cp = Checkpoint {
+                label: label.clone(),
+                version: actual + 1 + index as u64,
+                at: *at,
+            };
+            marks.push((cp, entry.state.clone()));
+        }
+    }
+    entry.checkpoints.extend(marks);
+    entry.events.extend_from_slice(events);
+    Ok(entry.events.len() as u64)
+}
+
+#[async_trait]
+impl StateStore for InMemory {
+    async fn create(&self, created: &Event) -> Result<u64, StoreError> {
+        let state = MilestoneState::from_created(created)
+            .map_err(|e| StoreError::invalid(format!("cannot create a milestone: {e}")))?;
+        let mut map = self.map();
+        let id = state.id().clone();
+        if map.contains_key(&id) {
+            return Err(StoreError::AlreadyExists { id });
+        }
+        map.insert(
+            id,
+            Entry {
+                events: vec![created.clone()],
+                state,
+                checkpoints: Vec::new(),
+            },
+        );
+        Ok(1)
+    }
+
+    async fn append(
+        &self,
+        id: &MilestoneId,
+        expected_version: u64,
+        events: &[Event],
+    ) -> Result<u64, StoreError> {
+        let mut map = self.map();
+        append_locked(entry(&mut map, id)?, id, expected_version, events)
+    }
+
+    async fn load(&self, id: &MilestoneId) -> Result<Loaded, StoreError> {
+        let mut map = self.map();
+        let e = entry(&mut map, id)?;
+        Ok(Loaded {
+            state: e.state.clone(),
+            version: e.events.len() as u64,
+        })
+    }
+
+    async fn list(&self) -> Result<Vec<MilestoneId>, StoreError> {
+        Ok(self.map().keys().cloned().collect())
+    }
+
+    async fn checkpoint(
+        &self,
+        id: &MilestoneId,
+        label: &str,
+        at: Timestamp,
+    ) -> Result<Checkpoint, StoreError> {
+        check_label(label)?;
+        let mut map = self.map();
+        let e = entry(&mut map, id)?;
+        let version = e.events.len() as u64;
+        let event = Event::CheckpointRecorded {
+            at,
+            label: label.to_owned(),
+        };
+        let version = append_locked(e, id, version, std::slice::from_ref(&event))?;
+        Ok(Checkpoint {
+            label: label.to_owned(),
+            version,
+            at,
+        })
+    }
+
+    async fn checkpoints(&self, id: &MilestoneId) -> Result<Vec<Checkpoint>, StoreError> {
+        let mut map = self.map();
+        let e = entry(&mut map, id)?;
+        Ok(e.checkpoints.iter().map(|(c, _)| c.clone()).collect())
+    }
+
+    async fn restore(
+        &self,
+        id: &MilestoneId,
+        label: &str,
+        at: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let mut map = self.map();
+        let e = entry(&mut map, id)?;
+        let Some((_, state)) = e.checkpoints.iter().rev().find(|(c, _)| c.label == label) else {
+            return Err(StoreError::checkpoint_not_found(id, label));
+        };
+        let event = Event::RolledBack {
+            at,
+            label: label.to_owned(),
+            state: Box::new(state.clone()),
+        };
+        let version = e.events.len() as u64;
+        append_locked(e, id, version, std::slice::from_ref(&event))
+    }
+
+    async fn read_events(&self, id: &MilestoneId, from: u64) -> Result<Vec<Event>, StoreError> {
+        let mut map = self.map();
+        let e = entry(&mut map, id)?;
+        let start = usize::try_from(from)
+            .unwrap_or(usize::MAX)
+            .min(e.events.len());
+        Ok(e.events[start..].to_vec())
+    }
+
+    async fn snapshot(&self, id: &MilestoneId) -> Result<u64, StoreError> {
+        let mut map = self.map();
+        Ok(entry(&mut map, id)?.events.len() as u64)
+    }
+
+    async fn delete(&self, id: &MilestoneId) -> Result<(), StoreError> {
+        self.map()
+            .remove(id)
+            .map(|_| ())
+            .ok_or_else(|| StoreError::milestone_not_found(id))
+    }
+}
