@@ -246,6 +246,16 @@ pub enum Event {
         /// The merge commit (or the fast-forwarded head).
         commit: String,
     },
+    /// A failed item's next attempt runs degraded (the role's fallback or direct runner):
+    /// the recovery chain's degrade step. Only a failed item can be degraded.
+    ItemDegraded {
+        /// When.
+        at: Timestamp,
+        /// The item.
+        item: ItemRef,
+        /// Why (the failure that led here).
+        reason: String,
+    },
 }
 
 impl Event {
@@ -275,6 +285,7 @@ impl Event {
             Event::PhaseCommitted { .. } => "phase-committed",
             Event::Tagged { .. } => "tagged",
             Event::Merged { .. } => "merged",
+            Event::ItemDegraded { .. } => "item-degraded",
         }
     }
 
@@ -303,7 +314,8 @@ impl Event {
             | Event::BranchCreated { at, .. }
             | Event::PhaseCommitted { at, .. }
             | Event::Tagged { at, .. }
-            | Event::Merged { at, .. } => *at,
+            | Event::Merged { at, .. }
+            | Event::ItemDegraded { at, .. } => *at,
         }
     }
 }
@@ -507,12 +519,15 @@ impl MilestoneState {
             }
             Event::StatusChanged { status, .. } => {
                 check_milestone_transition(self.data.status, *status)?;
-                if *status == MilestoneStatus::Completed && !self.all_phases_completed() {
+                // Done means completed, or skipped by a degraded run (an optional phase).
+                if *status == MilestoneStatus::Completed
+                    && !self.data.phases.iter().all(|p| p.item.status.is_done())
+                {
                     let open: Vec<&str> = self
                         .data
                         .phases
                         .iter()
-                        .filter(|p| p.item.status != ItemStatus::Completed)
+                        .filter(|p| !p.item.status.is_done())
                         .map(|p| p.id.as_str())
                         .collect();
                     return Err(refused(
@@ -628,6 +643,15 @@ impl MilestoneState {
             }
             Event::Tagged { tag, .. } => self.data.git.tag = Some(tag.clone()),
             Event::Merged { commit, .. } => self.data.git.merge_commit = Some(commit.clone()),
+            Event::ItemDegraded { item, .. } => {
+                let st = self.item_ref(item)?;
+                if st.status != ItemStatus::Failed {
+                    return Err(refused(
+                        event,
+                        format!("{item} is {}; only a failed item is degraded", st.status),
+                    ));
+                }
+            }
         }
         self.data.updated_at = self.data.updated_at.max(event.at());
         self.data.events_applied += 1;
