@@ -405,6 +405,12 @@ impl Engine {
                 phase: self.phase_id(i as usize),
             });
         }
+        // A crash may have cut the log between the last phase's completion and the
+        // milestone's.
+        self.check_complete(now, out)?;
+        if self.over {
+            return Ok(());
+        }
         for i in std::mem::take(&mut self.restart) {
             let i = i as usize;
             let was_active = i < self.np;

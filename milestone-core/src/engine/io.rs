@@ -313,7 +313,8 @@ pub enum Command {
     Tag,
     /// Merge the milestone branch into its base.
     Merge,
-    /// Feed [`Input::Tick`] at (or after) this time.
+    /// Feed [`Input::Tick`] at (or after) this time. Each request replaces the previous one
+    /// (the engine asks again whenever its earliest timer changes or the last request passed).
     WakeAt(Timestamp),
     /// Run the host's quality gate on a finished phase and answer with [`Input::GateResult`].
     AwaitGate {
