@@ -1,1 +1,4 @@
 //! Workloads and baselines shared by the criterion benchmarks in `benches/benches/`.
+
+pub mod floor;
+pub mod workloads;
