@@ -165,3 +165,28 @@ fn the_simulation_covers_every_path() {
         );
     }
 }
+
+#[test]
+fn zz_debug() {
+    let seed = 9787771672826774216u64;
+    let mut rng = Rng(seed);
+    let wf = random_workflow(&mut rng);
+    let config = random_config(&mut rng, &wf);
+    eprintln!("{config:?}\n{wf:?}");
+    let mut sim = Sim::new(
+        created(wf, seed),
+        config,
+        seed,
+        Behaviour {
+            crash: 0,
+            ..Behaviour::default()
+        },
+    );
+    sim.cancel_at_step = Some(32);
+    sim.trace = true;
+    let r = sim.run(MAX_STEPS);
+    for e in &sim.log {
+        eprintln!("+ {}", serde_json::to_string(e).unwrap());
+    }
+    eprintln!("{r:?} steps {}", sim.steps);
+}

@@ -122,6 +122,7 @@ pub struct Sim {
     pending_answer: Option<Vec<Decision>>,
     pub cancel_at_step: Option<u32>,
     pub trace: bool,
+    gates: Vec<(ItemRef, u32)>,
 }
 
 pub fn phase(id: &str, weight: u8) -> PhaseSpec {
@@ -254,6 +255,7 @@ impl Sim {
             pending_answer: None,
             cancel_at_step: None,
             trace: false,
+            gates: Vec::new(),
         }
     }
 
@@ -271,6 +273,17 @@ impl Sim {
             }
             if self.b.crash > 0 && self.rng.chance(self.b.crash) {
                 self.crash()?;
+                continue;
+            }
+            if !self.gates.is_empty() {
+                let (item, attempt) = self.gates.remove(0);
+                let passed = self.rng.chance(80);
+                self.feed(Input::GateResult {
+                    item,
+                    attempt,
+                    passed,
+                    message: "host check".into(),
+                })?;
                 continue;
             }
             if let Some(options) = self.pending_answer.take() {
@@ -420,6 +433,7 @@ impl Sim {
         self.flights.clear();
         self.wake = None;
         self.pending_answer = None;
+        self.gates.clear();
         self.engine =
             Engine::resume(&self.log, self.config.clone()).map_err(|e| format!("resume: {e}"))?;
         self.mirror = MilestoneState::from_events(&self.log).map_err(|e| e.to_string())?;
@@ -526,14 +540,8 @@ impl Sim {
                     self.wake = Some(t.0.max(self.now));
                 }
                 Command::AwaitGate { item, attempt } => {
-                    let passed = self.rng.chance(80);
-                    // Answered right away (nested feed).
-                    self.feed(Input::GateResult {
-                        item,
-                        attempt,
-                        passed,
-                        message: "host check".into(),
-                    })?;
+                    // Answered once this step's commands are carried out.
+                    self.gates.push((item, attempt));
                 }
                 Command::AwaitIntervention { options, .. } => {
                     self.pending_answer = Some(options);
