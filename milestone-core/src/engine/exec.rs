@@ -69,6 +69,14 @@ impl Engine {
             }
             self.nodes[i].deps = deps;
         }
+        let receiver_id = wf.task_phase().clone();
+        for n in &mut self.nodes {
+            let phase = match &n.item {
+                ItemRef::Phase(p) => p.clone(),
+                ItemRef::Task(_) => receiver_id.clone(),
+            };
+            key_node(n, phase.as_str(), self.idem_base);
+        }
         // Status of every node from the state.
         let has_tasks = self.nodes.len() > np;
         let live = state.status() == MilestoneStatus::Active;
@@ -254,11 +262,7 @@ impl Engine {
     pub(super) fn queue(&mut self, i: usize) {
         let n = &mut self.nodes[i];
         n.st = NodeState::Queued;
-        self.ready.push(ReadyKey {
-            priority: n.priority,
-            cp: n.cp,
-            index: i as u32,
-        });
+        self.ready.push(ReadyKey::new(n.priority, n.cp, i as u32));
     }
 
     /// Makes a task whose dependencies are done runnable (queued, or parked until its phase
@@ -440,7 +444,7 @@ impl Engine {
                 break;
             }
             let Some(key) = self.ready.pop() else { break };
-            let i = key.index as usize;
+            let i = key.index() as usize;
             if self.nodes[i].st != NodeState::Queued {
                 continue;
             }
@@ -608,9 +612,7 @@ impl Engine {
                 });
             }
         }
-        let mut h = hash::Fnv::new();
-        h.str(spec.id.as_str());
-        h.str(item.as_str());
+        let mut h = hash::Fnv(self.nodes[i].ident);
         for u in &input {
             if let Work::Item(it) = &u.from {
                 h.str(it.as_str());
@@ -618,10 +620,7 @@ impl Engine {
             h.value(&u.data);
         }
         let cache_key = CacheKey(h.finish());
-        let mut k = hash::Fnv(self.idem_base);
-        k.bytes(&[u8::from(i < self.np)]);
-        k.str(item.as_str());
-        let idempotency_key = IdempotencyKey(k.finish());
+        let idempotency_key = IdempotencyKey(self.nodes[i].idem);
         let role = match &item {
             ItemRef::Phase(p) => Role::Phase(p.clone()),
             ItemRef::Task(_) => Role::Task,
@@ -876,6 +875,7 @@ impl Engine {
             return Ok(());
         };
         let np = self.np;
+        let receiver_id = self.state.workflow().task_phase().clone();
         for t in tasks {
             let mut n = Node::new(ItemRef::Task(t.id.clone()), t.priority, t.progress_weight());
             n.deps = t
@@ -894,6 +894,7 @@ impl Engine {
                 }
             }
             n.waiting = waiting;
+            key_node(&mut n, receiver_id.as_str(), self.idem_base);
             self.nodes.push(n);
             self.tasks_open += 1;
         }
@@ -929,11 +930,11 @@ impl Engine {
     /// Bookkeeping for a task that is done (completed or skipped).
     pub(super) fn task_done(&mut self, i: usize) {
         self.nodes[i].st = NodeState::Done;
-        self.tasks_open -= 1;
+        self.tasks_open = self.tasks_open.saturating_sub(1);
         for k in 0..self.nodes[i].dependents.len() {
             let d = self.nodes[i].dependents[k] as usize;
             let n = &mut self.nodes[d];
-            n.waiting -= 1;
+            n.waiting = n.waiting.saturating_sub(1);
             if n.waiting == 0 && n.st == NodeState::Pending {
                 self.task_ready(d);
             }
@@ -962,7 +963,7 @@ impl Engine {
             out,
         )?;
         self.nodes[i].st = NodeState::Done;
-        self.phases_active -= 1;
+        self.phases_active = self.phases_active.saturating_sub(1);
         self.phases_done += 1;
         self.phase_dirty = true;
         let phase = self.phase_id(i);
@@ -1126,6 +1127,19 @@ impl Engine {
         self.over = true;
         Ok(())
     }
+}
+
+/// Computes a node's content hash of (phase, item), later extended with the input at each
+/// start, and its idempotency key: once per node, not per start.
+fn key_node(n: &mut Node, phase: &str, idem_base: u64) {
+    let mut h = hash::Fnv::new();
+    h.str(phase);
+    h.str(n.item.as_str());
+    let mut k = hash::Fnv(idem_base);
+    k.bytes(&[u8::from(matches!(n.item, ItemRef::Phase(_)))]);
+    k.str(n.item.as_str());
+    n.ident = h.0;
+    n.idem = k.finish();
 }
 
 /// Orders a task list so that each task comes after its dependencies within the list, keeping

@@ -304,7 +304,9 @@ pub enum Command {
         /// The label.
         label: String,
     },
-    /// Commit a completed phase on the milestone branch.
+    /// Commit a completed phase on the milestone branch; the host records
+    /// `Event::PhaseCommitted` once done. An engine resumed from a log where a completed phase
+    /// has no such record asks again, so git operations must be idempotent.
     CommitPhase {
         /// The phase.
         phase: PhaseId,

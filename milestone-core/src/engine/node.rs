@@ -1,8 +1,6 @@
 //! The engine's compact, index-based view of the work graph: phases at `0..np`, tasks at
 //! `np + position in MilestoneState::tasks()`.
 
-use std::cmp::Ordering;
-
 use crate::state::{ItemOutput, ItemRef};
 use crate::units::Priority;
 
@@ -54,6 +52,10 @@ pub(crate) struct Node {
     pub(crate) slot: u32,
     /// A finished output waiting for completion (phases).
     pub(crate) held: Option<Box<ItemOutput>>,
+    /// The content hash of (phase, item), extended with the input at each start.
+    pub(crate) ident: u64,
+    /// The idempotency key: the same for every attempt.
+    pub(crate) idem: u64,
 }
 
 impl Node {
@@ -72,6 +74,8 @@ impl Node {
             degrade_used: false,
             slot: 0,
             held: None,
+            ident: 0,
+            idem: 0,
         }
     }
 
@@ -87,25 +91,21 @@ impl Node {
     }
 }
 
-/// A ready task in the queue: priority, then longest remaining path, then the earlier index.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ReadyKey {
-    pub(crate) priority: Priority,
-    pub(crate) cp: u64,
-    pub(crate) index: u32,
-}
+/// A ready task in the queue, packed so that a larger key starts first: priority, then
+/// longest remaining path, then the earlier index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct ReadyKey(u128);
 
-impl Ord for ReadyKey {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.priority
-            .cmp(&other.priority)
-            .then(self.cp.cmp(&other.cp))
-            .then(other.index.cmp(&self.index))
+impl ReadyKey {
+    pub(crate) fn new(priority: Priority, cp: u64, index: u32) -> ReadyKey {
+        ReadyKey(
+            (u128::from(priority as u8) << 96)
+                | (u128::from(cp) << 32)
+                | u128::from(u32::MAX - index),
+        )
     }
-}
 
-impl PartialOrd for ReadyKey {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
+    pub(crate) fn index(self) -> u32 {
+        u32::MAX - (self.0 as u32)
     }
 }

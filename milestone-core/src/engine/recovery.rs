@@ -73,7 +73,7 @@ impl Engine {
         self.nodes[i].held = None;
         self.nodes[i].degraded = false;
         if i < self.np {
-            self.phases_active -= 1;
+            self.phases_active = self.phases_active.saturating_sub(1);
             self.phase_dirty = true;
             if matches!(self.strategy, Some(Strategy::Pipeline { .. })) {
                 self.interrupt_successors(i, now, out)?;
@@ -121,7 +121,7 @@ impl Engine {
                 )?;
                 self.nodes[s].st = NodeState::Pending;
                 self.nodes[s].held = None;
-                self.phases_active -= 1;
+                self.phases_active = self.phases_active.saturating_sub(1);
                 work.push(s);
             }
         }
