@@ -519,15 +519,12 @@ impl MilestoneState {
             }
             Event::StatusChanged { status, .. } => {
                 check_milestone_transition(self.data.status, *status)?;
-                // Done means completed, or skipped by a degraded run (an optional phase).
-                if *status == MilestoneStatus::Completed
-                    && !self.data.phases.iter().all(|p| p.item.status.is_done())
-                {
+                if *status == MilestoneStatus::Completed && !self.all_phases_completed() {
                     let open: Vec<&str> = self
                         .data
                         .phases
                         .iter()
-                        .filter(|p| !p.item.status.is_done())
+                        .filter(|p| p.item.status != ItemStatus::Completed)
                         .map(|p| p.id.as_str())
                         .collect();
                     return Err(refused(

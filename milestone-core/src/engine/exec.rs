@@ -107,9 +107,8 @@ impl Engine {
                     if i == self.receiver && has_tasks {
                         NodeState::Container
                     } else {
-                        if live {
-                            self.restart.push(i as u32);
-                        }
+                        // Restarted once the milestone is active (now, or after an answer).
+                        self.restart.push(i as u32);
                         self.nodes[i].degraded = degraded;
                         NodeState::Queued
                     }
@@ -415,21 +414,44 @@ impl Engine {
         if self.over {
             return Ok(());
         }
-        for i in std::mem::take(&mut self.restart) {
+        // Failures found on resume first: a rollback among them refills the restarts.
+        loop {
+            let list = std::mem::take(&mut self.recover);
+            if list.is_empty() {
+                break;
+            }
+            let rollbacks = self.state.rollbacks();
+            for i in list {
+                let i = i as usize;
+                let error = self.state_item(i).last_error.clone().unwrap_or(ItemError {
+                    kind: FailureKind::Interrupted,
+                    message: "unknown failure".to_string(),
+                });
+                self.recover(i, &error, now, out)?;
+                if self.state.status() != MilestoneStatus::Active {
+                    return Ok(());
+                }
+                if self.state.rollbacks() != rollbacks {
+                    // Every index was rebuilt from the restored state.
+                    break;
+                }
+            }
+        }
+        let restart = std::mem::take(&mut self.restart);
+        for (k, &i) in restart.iter().enumerate() {
+            if self.running.len() >= self.config.max_concurrency {
+                // Interrupted work restarts first, as slots free up.
+                self.restart.extend_from_slice(&restart[k..]);
+                break;
+            }
             let i = i as usize;
+            if i >= self.np && !self.nodes[self.receiver].in_progress() {
+                self.nodes[i].st = NodeState::Pending;
+                self.parked.push(i as u32);
+                continue;
+            }
             let was_active = i < self.np;
             self.start_agent(i, was_active, now, out)?;
-        }
-        for i in std::mem::take(&mut self.recover) {
-            let i = i as usize;
-            let error = self.state_item(i).last_error.clone().unwrap_or(ItemError {
-                kind: FailureKind::Interrupted,
-                message: "unknown failure".to_string(),
-            });
-            self.recover(i, &error, now, out)?;
-            if self.state.status() != MilestoneStatus::Active {
-                return Ok(());
-            }
         }
         loop {
             if self.state.status() != MilestoneStatus::Active || self.over {
@@ -446,6 +468,12 @@ impl Engine {
             let Some(key) = self.ready.pop() else { break };
             let i = key.index() as usize;
             if self.nodes[i].st != NodeState::Queued {
+                continue;
+            }
+            if !self.nodes[self.receiver].in_progress() {
+                // The task phase failed since this task was queued: wait for its next attempt.
+                self.nodes[i].st = NodeState::Pending;
+                self.parked.push(i as u32);
                 continue;
             }
             self.start_agent(i, false, now, out)?;
@@ -993,6 +1021,35 @@ impl Engine {
         if self.phases_done < self.np || self.over {
             return Ok(());
         }
+        // A milestone completes only when every phase is completed: one with a phase skipped
+        // by a degraded run (or by the host) ends failed, naming that phase.
+        let skipped = (0..self.np)
+            .find(|&i| self.state.phases()[i].item.status != crate::state::ItemStatus::Completed);
+        if let Some(i) = skipped {
+            let item = self.nodes[i].item.clone();
+            let attempts = self.nodes[i].attempts;
+            let error = ItemError {
+                kind: FailureKind::Permanent,
+                message: format!(
+                    "{item} was skipped; a milestone completes only when every phase is completed"
+                ),
+            };
+            self.emit(
+                Event::StatusChanged {
+                    at: Timestamp(now),
+                    status: MilestoneStatus::Failed,
+                    reason: Some(error.message.clone()),
+                },
+                out,
+            )?;
+            out.commands.push(Command::Finished(Outcome::Failed {
+                work: Work::Item(item),
+                attempts,
+                error,
+            }));
+            self.over = true;
+            return Ok(());
+        }
         self.emit(
             Event::StatusChanged {
                 at: Timestamp(now),
@@ -1089,21 +1146,15 @@ impl Engine {
                 });
             }
         }
-        for i in 0..self.np {
-            if self.nodes[i].in_progress() {
-                self.emit(
-                    Event::ItemCancelled {
-                        at: Timestamp(now),
-                        item: self.nodes[i].item.clone(),
-                    },
-                    out,
-                )?;
-                self.nodes[i].st = NodeState::Done;
-            }
-        }
-        for k in 0..self.running.len() {
-            let i = self.running[k] as usize;
-            if i >= self.np {
+        // Every item in progress in the state: running, held, containers, and work waiting to
+        // restart after a crash.
+        let mut open: Vec<u32> = (0..self.np as u32).collect();
+        open.extend_from_slice(&self.running);
+        open.extend_from_slice(&self.restart);
+        open.extend_from_slice(&self.parked);
+        for i in open {
+            let i = i as usize;
+            if self.state_item(i).status == ItemStatus::InProgress {
                 self.emit(
                     Event::ItemCancelled {
                         at: Timestamp(now),

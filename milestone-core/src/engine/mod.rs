@@ -31,7 +31,9 @@
 //!   full jitter (not for permanent errors), rollback to the last checkpoint, a degraded
 //!   attempt (`degraded: true` on the start; an optional phase is skipped instead), manual
 //!   intervention. When no step applies, the milestone fails naming the item, its attempts
-//!   and the last error.
+//!   and the last error. A skipped phase still counts as done for its dependents, but a
+//!   milestone completes only when every phase is completed: once everything else is done, a
+//!   milestone with a skipped phase fails naming it.
 //! - **Git.** A checkpoint at execution start and after every phase, a commit command when a
 //!   phase completes, a tag (and a merge when configured) when the milestone completes.
 //! - **Resume.** [`Engine::resume`] folds any prefix of the log. Completed items are never

@@ -429,6 +429,13 @@ impl Sim {
         self.crashes += 1;
         let min = 2.min(self.log.len());
         let cut = min + self.rng.below((self.log.len() - min) as u64 + 1) as usize;
+        if self.trace {
+            eprintln!(
+                "  CRASH at {} keeping {cut} of {} events",
+                self.now,
+                self.log.len()
+            );
+        }
         self.log.truncate(cut);
         self.flights.clear();
         self.wake = None;
