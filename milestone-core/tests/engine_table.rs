@@ -1132,3 +1132,45 @@ fn priorities_order_phases() {
         "strategy:parallel-independent +c1 ok:c +b1 ok:b +a1 ok:a status:completed =completed",
     );
 }
+
+#[test]
+fn a_hanging_analysis_times_out_and_is_retried() {
+    let config = EngineConfig {
+        planning_timeout_ms: 500,
+        ..EngineConfig::default()
+    };
+    let mut e = Engine::resume(&kiro_log(), config).unwrap();
+    let step = e
+        .handle(Input::Start(StartMode::Planning), Timestamp(1))
+        .unwrap();
+    assert!(
+        step.commands.contains(&Command::WakeAt(Timestamp(501))),
+        "{step:?}"
+    );
+    let step = e.handle(Input::Tick, Timestamp(501)).unwrap();
+    let cancels = step
+        .commands
+        .iter()
+        .filter(|c| matches!(c, Command::Cancel { attempt: 1, .. }))
+        .count();
+    assert_eq!(cancels, 4, "{step:?}");
+    // The four retries start after their backoff.
+    let step = e.handle(Input::Tick, Timestamp(10_000)).unwrap();
+    let attempts: Vec<u32> = starts(&step).iter().map(|s| s.attempt).collect();
+    assert_eq!(attempts, vec![2, 2, 2, 2]);
+    assert_eq!(e.running(), 4);
+    // Cancelling stops them.
+    let step = e.handle(Input::Cancel, Timestamp(10_001)).unwrap();
+    assert_eq!(
+        step.commands
+            .iter()
+            .filter(|c| matches!(c, Command::Cancel { .. }))
+            .count(),
+        4
+    );
+    assert_eq!(e.running(), 0);
+    assert_eq!(
+        e.state().status(),
+        milestone_core::MilestoneStatus::Cancelled
+    );
+}
