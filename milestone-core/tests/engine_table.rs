@@ -365,13 +365,13 @@ fn recovery_steps() {
     check(
         one().acts("a", &[Fail(Permanent)]),
         &format!(
-            "{SEQ} +a1 x:a:permanent rollback:execution-start +a2 ok:a status:completed =completed"
+            "{SEQ} +a1 x:a:permanent degrade:a +a2 degraded:a ok:a status:completed =completed"
         ),
     );
     check(
-        one().acts("a", &[Fail(Permanent), Fail(Permanent)]),
+        two(&["a"]).acts("b", &[Fail(Permanent), Fail(Permanent)]),
         &format!(
-            "{SEQ} +a1 x:a:permanent rollback:execution-start +a2 x:a:permanent degrade:a +a3 degraded:a ok:a status:completed =completed"
+            "{SEQ} +a1 ok:a +b1 x:b:permanent rollback:after-a +b2 x:b:permanent degrade:b +b3 degraded:b ok:b status:completed =completed"
         ),
     );
     check(
@@ -422,11 +422,11 @@ fn recovery_steps() {
         ),
     );
     check(
-        one()
-            .acts("a", &[Fail(Permanent), Fail(Permanent)])
+        two(&["a"])
+            .acts("b", &[Fail(Permanent), Fail(Permanent)])
             .order(&[Rollback]),
         &format!(
-            "{SEQ} +a1 x:a:permanent rollback:execution-start +a2 x:a:permanent status:failed =failed:phase a:2"
+            "{SEQ} +a1 ok:a +b1 x:b:permanent rollback:after-a +b2 x:b:permanent status:failed =failed:phase b:2"
         ),
     );
 }
@@ -443,9 +443,12 @@ fn intervention_answers() {
         &format!("{SEQ} +a1 x:a:permanent ask:a answer:abort =failed:phase a:1"),
     );
     check(
-        base().answers(&[Decision::Rollback]),
+        two(&["a"])
+            .acts("b", &[Fail(Permanent)])
+            .order(&[Intervene])
+            .answers(&[Decision::Rollback]),
         &format!(
-            "{SEQ} +a1 x:a:permanent ask:a answer:rollback rollback:execution-start +a2 ok:a status:completed =completed"
+            "{SEQ} +a1 ok:a +b1 x:b:permanent ask:b answer:rollback rollback:after-a +b2 ok:b status:completed =completed"
         ),
     );
     check(

@@ -16,6 +16,9 @@ use crate::state::{
 use crate::units::{Progress, Timestamp};
 use crate::workflow::CachePolicy;
 
+/// The label of the checkpoint recorded when execution starts. It is not a rollback target.
+pub const EXECUTION_START: &str = "execution-start";
+
 impl Engine {
     /// Rebuilds every index from the state (construction and rollback): O(items).
     pub(super) fn rebuild(&mut self, mem: &LogMemory) {
@@ -323,7 +326,18 @@ impl Engine {
         self.strategy = Some(strategy);
         self.enabled = true;
         self.phase_graph();
-        self.checkpoint("execution-start".to_string(), now, out)
+        // Recorded for the store, but not kept for rollback: before the first phase boundary
+        // there is no work to go back to (and keeping it would copy every task planned).
+        let label = EXECUTION_START.to_string();
+        self.emit(
+            Event::CheckpointRecorded {
+                at: Timestamp(now),
+                label: label.clone(),
+            },
+            out,
+        )?;
+        out.commands.push(Command::Checkpoint { label });
+        Ok(())
     }
 
     fn choose_strategy(&self, now: u64) -> (Strategy, String) {

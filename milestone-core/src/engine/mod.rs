@@ -35,7 +35,10 @@
 //!   milestone completes only when every phase is completed: once everything else is done, a
 //!   milestone with a skipped phase fails naming it.
 //! - **Git.** A checkpoint at execution start and after every phase, a commit command when a
-//!   phase completes, a tag (and a merge when configured) when the milestone completes.
+//!   phase completes, a tag (and a merge when configured) when the milestone completes. The
+//!   engine keeps the state of the last phase-boundary checkpoint for rollback (one O(items)
+//!   copy per phase boundary, none per task); the execution-start checkpoint is recorded for
+//!   the store but is no rollback target.
 //! - **Resume.** [`Engine::resume`] folds any prefix of the log. Completed items are never
 //!   started again; items in flight start again as a new attempt with the same idempotency
 //!   key once the host feeds [`Input::Start`] or [`Input::Tick`]. Planning progress is not
@@ -92,6 +95,7 @@ pub use config::{
     AdaptiveInputs, DEFAULT_PIPELINE_THRESHOLD_BP, EngineConfig, RecoveryConfig, RecoveryStep,
     RetryConfig, Strategy,
 };
+pub use exec::EXECUTION_START;
 pub use io::{
     Analysis, CacheKey, Command, EngineError, IdempotencyKey, Input, Outcome, Role, StartCommand,
     StartMode, Step, Upstream, Work,
@@ -186,7 +190,7 @@ impl Engine {
         for e in it {
             state.apply(e).map_err(EngineError::Log)?;
             match e {
-                Event::CheckpointRecorded { label, .. } => {
+                Event::CheckpointRecorded { label, .. } if label != EXECUTION_START => {
                     checkpoints.push((label.clone(), state.clone()));
                 }
                 Event::RolledBack { label, .. } => {
