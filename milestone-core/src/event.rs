@@ -246,6 +246,16 @@ pub enum Event {
         /// The merge commit (or the fast-forwarded head).
         commit: String,
     },
+    /// A failed item's next attempt runs degraded (the role's fallback or direct runner):
+    /// the recovery chain's degrade step. Only a failed item can be degraded.
+    ItemDegraded {
+        /// When.
+        at: Timestamp,
+        /// The item.
+        item: ItemRef,
+        /// Why (the failure that led here).
+        reason: String,
+    },
 }
 
 impl Event {
@@ -275,6 +285,7 @@ impl Event {
             Event::PhaseCommitted { .. } => "phase-committed",
             Event::Tagged { .. } => "tagged",
             Event::Merged { .. } => "merged",
+            Event::ItemDegraded { .. } => "item-degraded",
         }
     }
 
@@ -303,7 +314,8 @@ impl Event {
             | Event::BranchCreated { at, .. }
             | Event::PhaseCommitted { at, .. }
             | Event::Tagged { at, .. }
-            | Event::Merged { at, .. } => *at,
+            | Event::Merged { at, .. }
+            | Event::ItemDegraded { at, .. } => *at,
         }
     }
 }
@@ -628,6 +640,15 @@ impl MilestoneState {
             }
             Event::Tagged { tag, .. } => self.data.git.tag = Some(tag.clone()),
             Event::Merged { commit, .. } => self.data.git.merge_commit = Some(commit.clone()),
+            Event::ItemDegraded { item, .. } => {
+                let st = self.item_ref(item)?;
+                if st.status != ItemStatus::Failed {
+                    return Err(refused(
+                        event,
+                        format!("{item} is {}; only a failed item is degraded", st.status),
+                    ));
+                }
+            }
         }
         self.data.updated_at = self.data.updated_at.max(event.at());
         self.data.events_applied += 1;

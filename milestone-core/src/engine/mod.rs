@@ -1,1 +1,437 @@
-//! Reserved for the scheduling engine (in progress on its own branch).
+//! The scheduling engine: a sans-I/O, deterministic state machine.
+//!
+//! The engine decides; it never performs. A host builds it from a state (or an event log),
+//! feeds it one [`Input`] at a time together with the current time, persists the events of the
+//! returned [`Step`] and then carries out its [`Command`]s: start an attempt, cancel one,
+//! checkpoint, commit a phase, tag, merge, wake me at *t*, await a gate or an intervention,
+//! finished. The engine applies every event it returns to its own [`MilestoneState`] before
+//! returning, so [`Engine::state`] is always the fold of the events returned so far. Because
+//! time is an input and jitter is a hash of (seed, item, attempt), the same inputs give the
+//! same events, byte for byte.
+//!
+//! # Rules
+//! - **Order.** Nothing starts before its dependencies allow it under the [`Strategy`] in
+//!   force; agents running at once never exceed [`EngineConfig::max_concurrency`], phases in
+//!   progress never exceed the workflow's `max_parallel_phases` (one for sequential). Ready
+//!   tasks start by priority (critical first), then by longest remaining critical path
+//!   (estimates summed), then in the order they were added.
+//! - **Tasks.** Any phase or task whose finished output `data` carries a `tasks` array of
+//!   [`TaskSpec`](crate::TaskSpec)s adds those tasks (ordered after their dependencies, stably)
+//!   to the workflow's task phase ([`Workflow::task_phase`](crate::Workflow::task_phase),
+//!   `execute` in KIRO); an invalid list fails the producing item permanently with every
+//!   problem in the message. A task phase that has tasks when it starts runs only through them
+//!   (no agent of its own); it completes once all its tasks are done. Without tasks it runs as
+//!   an ordinary phase, and tasks added while it runs must finish before it completes.
+//! - **Timeouts.** Every start carries a deadline from its phase's limits; an [`Input::Tick`]
+//!   past it fails the attempt as timed out and cancels it.
+//! - **Gates.** A finished phase must name each of its expected outputs as an artifact; when
+//!   [`EngineConfig::host_gates`] lists it, the host's gate is awaited too. A failed gate is a
+//!   failed attempt.
+//! - **Recovery.** A failed attempt walks [`RecoveryConfig::order`]: retry with backoff and
+//!   full jitter (not for permanent errors), rollback to the last checkpoint, a degraded
+//!   attempt (`degraded: true` on the start; an optional phase is skipped instead), manual
+//!   intervention. When no step applies, the milestone fails naming the item, its attempts
+//!   and the last error. A skipped phase still counts as done for its dependents, but a
+//!   milestone completes only when every phase is completed: once everything else is done, a
+//!   milestone with a skipped phase fails naming it.
+//! - **Git.** A checkpoint at execution start and after every phase, a commit command when a
+//!   phase completes, a tag (and a merge when configured) when the milestone completes. The
+//!   engine keeps the state of the last phase-boundary checkpoint for rollback (one O(items)
+//!   copy per phase boundary, none per task); the execution-start checkpoint is recorded for
+//!   the store but is no rollback target.
+//! - **Resume.** [`Engine::resume`] folds any prefix of the log. Completed items are never
+//!   started again; items in flight start again as a new attempt with the same idempotency
+//!   key once the host feeds [`Input::Start`] or [`Input::Tick`]. Planning progress is not
+//!   persisted before the plan is recorded: resuming in planning mode restarts the analyses.
+//!
+//! ```
+//! use milestone_core::engine::{Command, Engine, EngineConfig, Input, StartMode, Work};
+//! use milestone_core::{Artifact, ArtifactBody, Event, ItemOutput, MilestoneId, MilestoneStatus,
+//!     Timestamp, Workflow};
+//!
+//! let log = [
+//!     Event::Created { at: Timestamp(0), id: MilestoneId::new("m")?, title: "Login".into(),
+//!         context: String::new(), workflow: Workflow::kiro(), seed: 1 },
+//!     Event::ExecutionStarted { at: Timestamp(0) },
+//! ];
+//! let mut engine = Engine::resume(&log, EngineConfig::default())?;
+//! let mut queue: Vec<(Work, u32, Vec<String>)> = Vec::new();
+//! let mut step = engine.handle(Input::Start(StartMode::Execution), Timestamp(1))?;
+//! let mut now = 1;
+//! loop {
+//!     for c in step.commands.drain(..) {
+//!         if let Command::Start(s) = c {
+//!             let outputs = match &s.work {
+//!                 Work::Item(milestone_core::ItemRef::Phase(p)) => engine.state().workflow()
+//!                     .phase(p.as_str()).map(|p| p.expected_outputs.clone()).unwrap_or_default(),
+//!                 _ => Vec::new(),
+//!             };
+//!             queue.push((s.work, s.attempt, outputs));
+//!         }
+//!     }
+//!     let Some((work, attempt, names)) = queue.pop() else { break };
+//!     let artifacts = names.into_iter().map(|name| Artifact { name, kind: "document".into(),
+//!         body: ArtifactBody::Inline(String::new()) }).collect();
+//!     now += 10;
+//!     step = engine.handle(Input::Finished { work, attempt,
+//!         output: ItemOutput { artifacts, ..ItemOutput::default() } }, Timestamp(now))?;
+//! }
+//! assert_eq!(engine.state().status(), MilestoneStatus::Completed);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod config;
+mod exec;
+mod hash;
+mod io;
+mod node;
+mod planning;
+mod recovery;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+
+pub use config::{
+    AdaptiveInputs, DEFAULT_PIPELINE_THRESHOLD_BP, EngineConfig, RecoveryConfig, RecoveryStep,
+    RetryConfig, Strategy,
+};
+pub use exec::EXECUTION_START;
+pub use io::{
+    Analysis, CacheKey, Command, EngineError, IdempotencyKey, Input, Outcome, Role, StartCommand,
+    StartMode, Step, Upstream, Work,
+};
+pub use recovery::backoff_delay_ms;
+
+use crate::event::Event;
+use crate::state::{ItemRef, MilestoneState};
+use crate::units::Timestamp;
+use node::{Node, ReadyKey};
+use planning::Planning;
+
+/// A timer: (time, node, attempt).
+type Timer = Reverse<(u64, u32, u32)>;
+
+/// What a log tells beyond the state it folds into (see [`Engine::resume`]).
+#[derive(Debug, Default)]
+struct LogMemory {
+    /// Retries scheduled and not yet started: item → (attempt, not before).
+    retries: HashMap<ItemRef, (u32, u64)>,
+    /// Items whose next (or current) attempt runs degraded.
+    degraded: HashMap<ItemRef, bool>,
+    /// The highest attempt started per item (attempt numbers keep rising across rollbacks).
+    attempts: HashMap<ItemRef, u32>,
+}
+
+/// The scheduling engine. See the module docs.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    state: MilestoneState,
+    config: EngineConfig,
+    /// The strategy in force, once chosen.
+    strategy: Option<Strategy>,
+    /// Execution was started (or resumed after it was).
+    enabled: bool,
+    /// A `Finished` command was emitted.
+    over: bool,
+    nodes: Vec<Node>,
+    np: usize,
+    receiver: usize,
+    /// Effective phase dependencies (workflow's, plus the chain when sequential).
+    preds: Vec<Vec<u32>>,
+    succs: Vec<Vec<u32>>,
+    /// Phases in dispatch order: priority, critical path, position.
+    phase_order: Vec<u32>,
+    ready: BinaryHeap<ReadyKey>,
+    /// Ready tasks whose task phase is not in progress yet.
+    parked: Vec<u32>,
+    /// Agents running (node indices).
+    running: Vec<u32>,
+    phases_active: usize,
+    phases_done: usize,
+    tasks_open: usize,
+    deadlines: BinaryHeap<Timer>,
+    retries: BinaryHeap<Timer>,
+    phase_dirty: bool,
+    checkpoints: Vec<(String, MilestoneState)>,
+    restart: Vec<u32>,
+    recover: Vec<u32>,
+    /// Completed phases whose commit may have been lost in a crash.
+    recommit: Vec<u32>,
+    last_wake: Option<u64>,
+    planning: Planning,
+    idem_base: u64,
+}
+
+impl Engine {
+    /// An engine over `state`. Built from a state alone, the engine has no checkpoint states
+    /// (rollback becomes available after the next phase boundary) and no scheduled retries
+    /// (failed items walk the recovery chain again); [`Engine::resume`] recovers both from the
+    /// log.
+    ///
+    /// # Errors
+    /// [`EngineError::Config`] when the configuration is invalid.
+    pub fn new(state: MilestoneState, config: EngineConfig) -> Result<Engine, EngineError> {
+        Engine::build(state, config, Vec::new(), LogMemory::default())
+    }
+
+    /// An engine rebuilt from an event log (any prefix of one): the state is its fold, the
+    /// checkpoints taken are replayed, scheduled retries and degraded attempts are recovered.
+    ///
+    /// # Errors
+    /// [`EngineError::Log`] when the log does not fold; [`EngineError::Config`].
+    pub fn resume(events: &[Event], config: EngineConfig) -> Result<Engine, EngineError> {
+        let mut it = events.iter();
+        let mut state = match it.next() {
+            Some(first) => MilestoneState::from_created(first).map_err(EngineError::Log)?,
+            None => MilestoneState::from_events([]).map_err(EngineError::Log)?,
+        };
+        let mut checkpoints: Vec<(String, MilestoneState)> = Vec::new();
+        let mut mem = LogMemory::default();
+        for e in it {
+            state.apply(e).map_err(EngineError::Log)?;
+            match e {
+                Event::CheckpointRecorded { label, .. } if label != EXECUTION_START => {
+                    checkpoints.push((label.clone(), state.clone()));
+                }
+                Event::RolledBack { label, .. } => {
+                    if let Some(k) = checkpoints.iter().rposition(|(l, _)| l == label) {
+                        checkpoints.truncate(k + 1);
+                    }
+                    mem.retries.clear();
+                    mem.degraded.clear();
+                }
+                Event::RetryScheduled {
+                    item,
+                    attempt,
+                    not_before,
+                    ..
+                } => {
+                    mem.retries
+                        .insert(item.clone(), (*attempt, not_before.as_millis()));
+                }
+                Event::ItemStarted { item, attempt, .. } => {
+                    mem.retries.remove(item);
+                    let a = mem.attempts.entry(item.clone()).or_insert(0);
+                    *a = (*a).max(*attempt);
+                }
+                Event::ItemDegraded { item, .. } => {
+                    mem.degraded.insert(item.clone(), true);
+                }
+                _ => {}
+            }
+        }
+        Engine::build(state, config, checkpoints, mem)
+    }
+
+    fn build(
+        state: MilestoneState,
+        config: EngineConfig,
+        checkpoints: Vec<(String, MilestoneState)>,
+        mem: LogMemory,
+    ) -> Result<Engine, EngineError> {
+        config.validate().map_err(EngineError::Config)?;
+        let mut h = hash::Fnv::new();
+        h.str(state.id().as_str());
+        let idem_base = h.finish();
+        let threshold = match config.strategy {
+            Strategy::Pipeline { threshold } => threshold,
+            _ => crate::units::Progress::from_basis_points(DEFAULT_PIPELINE_THRESHOLD_BP),
+        };
+        let strategy = state
+            .strategy()
+            .and_then(|s| Strategy::from_name(s, threshold));
+        let mut engine = Engine {
+            enabled: strategy.is_some(),
+            strategy,
+            state,
+            config,
+            over: false,
+            nodes: Vec::new(),
+            np: 0,
+            receiver: 0,
+            preds: Vec::new(),
+            succs: Vec::new(),
+            phase_order: Vec::new(),
+            ready: BinaryHeap::new(),
+            parked: Vec::new(),
+            running: Vec::new(),
+            phases_active: 0,
+            phases_done: 0,
+            tasks_open: 0,
+            deadlines: BinaryHeap::new(),
+            retries: BinaryHeap::new(),
+            phase_dirty: true,
+            checkpoints,
+            restart: Vec::new(),
+            recover: Vec::new(),
+            recommit: Vec::new(),
+            last_wake: None,
+            planning: Planning::default(),
+            idem_base,
+        };
+        engine.rebuild(&mem);
+        if engine.enabled {
+            for i in 0..engine.np {
+                let committed = engine
+                    .state
+                    .git()
+                    .commits
+                    .iter()
+                    .any(|c| c.phase.as_str() == engine.nodes[i].item.as_str());
+                let completed =
+                    engine.state.phases()[i].item.status == crate::state::ItemStatus::Completed;
+                if completed && !committed {
+                    engine.recommit.push(i as u32);
+                }
+            }
+        }
+        Ok(engine)
+    }
+
+    /// The state: the fold of every event this engine returned (and of the log it started
+    /// from).
+    pub fn state(&self) -> &MilestoneState {
+        &self.state
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The strategy in force, once execution has started (the adaptive choice, when adaptive).
+    pub fn strategy(&self) -> Option<Strategy> {
+        self.strategy
+    }
+
+    /// How many agents the engine considers running.
+    pub fn running(&self) -> usize {
+        self.running.len() + self.planning.running()
+    }
+
+    /// Handles one input at time `now` and returns the events to append and the commands to
+    /// carry out.
+    ///
+    /// # Errors
+    /// [`EngineError`] when the input does not fit; nothing changes then.
+    pub fn handle(&mut self, input: Input, now: Timestamp) -> Result<Step, EngineError> {
+        let mut step = Step::default();
+        self.handle_into(input, now, &mut step)?;
+        Ok(step)
+    }
+
+    /// As [`Engine::handle`], writing into `out` (cleared first) so that its buffers are
+    /// reused. On [`EngineError::Internal`] `out` holds the events already applied; on every
+    /// other error it is empty.
+    ///
+    /// # Errors
+    /// As [`Engine::handle`].
+    pub fn handle_into(
+        &mut self,
+        input: Input,
+        now: Timestamp,
+        out: &mut Step,
+    ) -> Result<(), EngineError> {
+        out.clear();
+        let now = now.as_millis();
+        match input {
+            Input::Start(crate::engine::StartMode::Planning) => self.start_planning(now, out)?,
+            Input::Start(crate::engine::StartMode::Execution) => self.start_execution(now, out)?,
+            Input::Cancel => self.cancel(now, out)?,
+            Input::Tick => self.tick(now, out)?,
+            Input::Answer(decision) => self.answer(decision, now, out)?,
+            Input::Started { work, attempt } => {
+                self.check_running(&work, attempt)?;
+            }
+            Input::Progress {
+                work,
+                attempt,
+                progress,
+            } => self.progress(work, attempt, progress, now, out)?,
+            Input::Handoff {
+                work,
+                attempt,
+                partial,
+            } => self.handoff(work, attempt, partial, now, out)?,
+            Input::Finished {
+                work,
+                attempt,
+                output,
+            } => self.finished(work, attempt, output, now, out)?,
+            Input::Failed {
+                work,
+                attempt,
+                error,
+            } => self.failed(work, attempt, error, now, out)?,
+            Input::GateResult {
+                item,
+                attempt,
+                passed,
+                message,
+            } => self.gate_result(item, attempt, passed, message, now, out)?,
+        }
+        self.pump(now, out)?;
+        self.request_wake(now, out);
+        Ok(())
+    }
+
+    /// Applies `event` to the state and appends it to the step.
+    fn emit(&mut self, event: Event, out: &mut Step) -> Result<(), EngineError> {
+        self.state.apply(&event).map_err(EngineError::Internal)?;
+        out.events.push(event);
+        Ok(())
+    }
+
+    /// The node a unit of work names (execution work only).
+    fn node_of(&self, work: &Work) -> Result<usize, EngineError> {
+        let found = match work {
+            Work::Item(ItemRef::Phase(p)) => self.state.workflow().position(p.as_str()),
+            Work::Item(ItemRef::Task(t)) => {
+                self.state.task_position(t.as_str()).map(|j| self.np + j)
+            }
+            Work::Planning(_) => None,
+        };
+        found
+            .filter(|&i| i < self.nodes.len())
+            .ok_or_else(|| EngineError::UnknownWork { work: work.clone() })
+    }
+
+    /// Asks for a tick at the earliest pending timer when the host has no earlier wake-up.
+    fn request_wake(&mut self, now: u64, out: &mut Step) {
+        if self.over {
+            return;
+        }
+        // Drop stale tops so the wake-up is for a live timer.
+        while let Some(Reverse((_, i, a))) = self.deadlines.peek().copied() {
+            if self.is_running(i as usize, a) {
+                break;
+            }
+            self.deadlines.pop();
+        }
+        while let Some(Reverse((_, i, a))) = self.retries.peek().copied() {
+            if matches!(self.nodes.get(i as usize).map(|n| n.st), Some(node::NodeState::RetryWait { attempt }) if attempt == a)
+            {
+                break;
+            }
+            self.retries.pop();
+        }
+        let next = [
+            self.deadlines.peek().map(|t| t.0.0),
+            self.retries.peek().map(|t| t.0.0),
+            self.planning.next_timer(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        if let Some(t) = next
+            && self.last_wake.is_none_or(|w| t < w || w <= now)
+        {
+            self.last_wake = Some(t);
+            out.commands.push(Command::WakeAt(Timestamp(t)));
+        }
+    }
+
+    fn is_running(&self, i: usize, attempt: u32) -> bool {
+        matches!(self.nodes.get(i).map(|n| n.st), Some(node::NodeState::Running { attempt: a, .. }) if a == attempt)
+    }
+}

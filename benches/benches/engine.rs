@@ -1,0 +1,127 @@
+//! The engine alone on W1/W2/W3 (no-op tasks, limit 64), next to the floor scheduler, in the
+//! same criterion group. The engine's driver is the least a host can do: take the start
+//! commands, answer each with a default output, reuse one `Step`.
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use milestone_benches::{floor, workloads};
+use milestone_core::engine::{Command, Engine, EngineConfig, Input, StartMode, Step, Work};
+use milestone_core::{
+    Event, ItemOutput, MilestoneId, PhaseId, PhaseSpec, TaskId, TaskSpec, Timestamp, Weight,
+    Workflow,
+};
+
+const LIMIT: usize = 64;
+
+/// A milestone in execution mode whose only phase holds the workload's tasks.
+fn log_for(w: &workloads::Workload) -> Vec<Event> {
+    let phase = PhaseSpec::new(
+        PhaseId::new("execute").expect("valid id"),
+        "Execution",
+        Weight::new(100).expect("valid weight"),
+    );
+    let workflow = Workflow::new(vec![phase], 3).expect("valid workflow");
+    let ids: Vec<TaskId> = (0..w.len())
+        .map(|i| TaskId::new(format!("t{i}")).expect("valid id"))
+        .collect();
+    let tasks = w
+        .deps
+        .iter()
+        .enumerate()
+        .map(|(i, deps)| TaskSpec {
+            dependencies: deps.iter().map(|&d| ids[d as usize].clone()).collect(),
+            ..TaskSpec::new(ids[i].clone(), "no-op")
+        })
+        .collect();
+    vec![
+        Event::Created {
+            at: Timestamp(0),
+            id: MilestoneId::new("bench").expect("valid id"),
+            title: "bench".into(),
+            context: String::new(),
+            workflow,
+            seed: 1,
+        },
+        Event::ExecutionStarted { at: Timestamp(0) },
+        Event::TasksAdded {
+            at: Timestamp(0),
+            tasks,
+        },
+    ]
+}
+
+fn config() -> EngineConfig {
+    EngineConfig {
+        max_concurrency: LIMIT,
+        ..EngineConfig::default()
+    }
+}
+
+/// Drives the engine until it finishes; returns how many tasks it started.
+fn drive(engine: &mut Engine) -> usize {
+    let now = Timestamp(1);
+    let mut step = Step::default();
+    let mut queue: Vec<(Work, u32)> = Vec::with_capacity(LIMIT);
+    let mut started = 0;
+    engine
+        .handle_into(Input::Start(StartMode::Execution), now, &mut step)
+        .expect("start");
+    loop {
+        for c in step.commands.drain(..) {
+            if let Command::Start(s) = c {
+                started += 1;
+                queue.push((s.work, s.attempt));
+            }
+        }
+        let Some((work, attempt)) = queue.pop() else {
+            break;
+        };
+        engine
+            .handle_into(
+                Input::Finished {
+                    work,
+                    attempt,
+                    output: ItemOutput::default(),
+                },
+                now,
+                &mut step,
+            )
+            .expect("finished");
+    }
+    started
+}
+
+fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("engine");
+    group.sample_size(10);
+    for w in workloads::all() {
+        let log = log_for(&w);
+        let graph = floor::Graph::new(&w);
+        // Sanity: both run every task.
+        let mut e = Engine::resume(&log, config()).expect("resume");
+        assert_eq!(drive(&mut e), w.len());
+        assert_eq!(
+            e.state().status(),
+            milestone_core::MilestoneStatus::Completed
+        );
+        assert_eq!(floor::run(&graph, LIMIT), w.len());
+
+        group.throughput(Throughput::Elements(w.len() as u64));
+        group.bench_function(format!("floor/{}", w.name), |b| {
+            b.iter(|| floor::run(&graph, LIMIT))
+        });
+        group.bench_function(format!("engine/{}", w.name), |b| {
+            b.iter_batched(
+                || Engine::resume(&log, config()).expect("resume"),
+                |mut engine| {
+                    drive(&mut engine);
+                    engine
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

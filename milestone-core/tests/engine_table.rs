@@ -1,0 +1,1179 @@
+//! Table tests of the engine: each recovery step, each strategy, timeouts, gates, tasks and
+//! intervention answers, as one-line cases through one `check(case, expected)` helper. A case
+//! is a workflow, a configuration and a script of how each attempt of each unit of work ends;
+//! the expected value is the trace of the events the engine returned (checkpoints and
+//! progress left out).
+
+use std::collections::HashMap;
+
+use milestone_core::complexity::Complexity;
+use milestone_core::engine::{
+    AdaptiveInputs, Analysis, Command, Engine, EngineConfig, EngineError, Input, Outcome,
+    RecoveryStep, Role, StartMode, Step, Strategy, Work,
+};
+use milestone_core::{
+    Artifact, ArtifactBody, Decision, Event, FailureKind, ItemError, ItemOutput, ItemRef,
+    MilestoneId, PhaseId, PhaseSpec, Priority, Progress, Timestamp, Weight, Workflow,
+};
+
+/// How one attempt ends.
+#[derive(Debug, Clone)]
+enum Act {
+    Ok,
+    /// Finishes without its expected outputs.
+    Bare,
+    Fail(FailureKind),
+    Hang,
+    /// Hands off a partial result, then (later) finishes.
+    Handoff,
+    /// Hands off a partial result, then (later) fails.
+    HandoffFail(FailureKind),
+    /// Reports 25 % progress, then (later) finishes.
+    Report,
+    /// Finishes with this output data.
+    Data(serde_json::Value),
+}
+
+struct Case {
+    phases: Vec<PhaseSpec>,
+    max_parallel: u32,
+    config: EngineConfig,
+    script: HashMap<String, Vec<Act>>,
+    answers: Vec<Decision>,
+    gates: Vec<bool>,
+}
+
+fn p(id: &str, weight: u8, deps: &[&str]) -> PhaseSpec {
+    let mut s = PhaseSpec::new(PhaseId::new(id).unwrap(), id, Weight::new(weight).unwrap());
+    s.dependencies = deps.iter().map(|d| PhaseId::new(d).unwrap()).collect();
+    s.expected_outputs = vec![format!("{id}-doc")];
+    s.limits.timeout_ms = 1_000;
+    s
+}
+
+fn one() -> Case {
+    case(vec![p("a", 100, &[])])
+}
+
+fn two(deps: &[&str]) -> Case {
+    case(vec![p("a", 50, &[]), p("b", 50, deps)])
+}
+
+fn case(phases: Vec<PhaseSpec>) -> Case {
+    Case {
+        phases,
+        max_parallel: 3,
+        config: EngineConfig::default(),
+        script: HashMap::new(),
+        answers: Vec::new(),
+        gates: Vec::new(),
+    }
+}
+
+impl Case {
+    fn acts(mut self, work: &str, acts: &[Act]) -> Case {
+        self.script.insert(work.to_string(), acts.to_vec());
+        self
+    }
+    fn order(mut self, order: &[RecoveryStep]) -> Case {
+        self.config.recovery.order = order.to_vec();
+        self
+    }
+    fn strategy(mut self, s: Strategy) -> Case {
+        self.config.strategy = s;
+        self
+    }
+    fn answers(mut self, a: &[Decision]) -> Case {
+        self.answers = a.to_vec();
+        self
+    }
+    fn optional(mut self, id: &str) -> Case {
+        for ph in &mut self.phases {
+            if ph.id.as_str() == id {
+                ph.optional = true;
+            }
+        }
+        self
+    }
+    fn host_gate(mut self, id: &str, results: &[bool]) -> Case {
+        self.config.host_gates.push(PhaseId::new(id).unwrap());
+        self.gates = results.to_vec();
+        self
+    }
+    fn limit(mut self, n: usize) -> Case {
+        self.config.max_concurrency = n;
+        self
+    }
+    fn adaptive(mut self, a: AdaptiveInputs) -> Case {
+        self.config.strategy = Strategy::Adaptive;
+        self.config.adaptive = a;
+        self
+    }
+}
+
+fn token(e: &Event) -> Option<String> {
+    let id = |i: &ItemRef| i.as_str().to_string();
+    Some(match e {
+        Event::StrategyChosen { strategy, .. } => format!("strategy:{strategy}"),
+        Event::TasksAdded { tasks, .. } => format!(
+            "tasks:{}",
+            tasks
+                .iter()
+                .map(|t| t.id.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        Event::ItemStarted { item, attempt, .. } => format!("+{}{attempt}", id(item)),
+        Event::ItemHandedOff { item, .. } => format!("handoff:{}", id(item)),
+        Event::ItemCompleted { item, .. } => format!("ok:{}", id(item)),
+        Event::ItemFailed { item, error, .. } => {
+            format!(
+                "x:{}:{}",
+                id(item),
+                format!("{:?}", error.kind).to_lowercase()
+            )
+        }
+        Event::ItemSkipped { item, .. } => format!("skip:{}", id(item)),
+        Event::ItemCancelled { item, .. } => format!("cancel:{}", id(item)),
+        Event::ItemDegraded { item, .. } => format!("degrade:{}", id(item)),
+        Event::RetryScheduled { item, attempt, .. } => format!("retry:{}{attempt}", id(item)),
+        Event::RolledBack { label, .. } => format!("rollback:{label}"),
+        Event::InterventionRequested { item, .. } => {
+            format!("ask:{}", item.as_ref().map(id).unwrap_or_default())
+        }
+        Event::InterventionAnswered { decision, .. } => {
+            format!("answer:{}", format!("{decision:?}").to_lowercase())
+        }
+        Event::StatusChanged { status, .. } => format!("status:{status}"),
+        _ => return None,
+    })
+}
+
+/// Runs a case to its end and returns the trace.
+fn trace(mut c: Case) -> String {
+    let workflow = Workflow::new(c.phases.clone(), c.max_parallel).unwrap();
+    let log = [
+        Event::Created {
+            at: Timestamp(0),
+            id: MilestoneId::new("m").unwrap(),
+            title: "t".into(),
+            context: String::new(),
+            workflow,
+            seed: 3,
+        },
+        Event::ExecutionStarted { at: Timestamp(0) },
+    ];
+    let mut engine = Engine::resume(&log, c.config.clone()).unwrap();
+    let mut now = 1u64;
+    let mut out: Vec<String> = Vec::new();
+    let mut queue: Vec<Input> = vec![Input::Start(StartMode::Execution)];
+    let mut later: Vec<Input> = Vec::new();
+    let mut wake: Option<u64> = None;
+    let mut answers = c.answers.clone().into_iter();
+    let mut gates = c.gates.clone().into_iter();
+    for _ in 0..500 {
+        let input = if !queue.is_empty() {
+            queue.remove(0)
+        } else if !later.is_empty() {
+            later.remove(0)
+        } else if let Some(w) = wake.take() {
+            now = now.max(w);
+            Input::Tick
+        } else {
+            break;
+        };
+        now += 10;
+        let step: Step = engine.handle(input, Timestamp(now)).unwrap();
+        out.extend(step.events.iter().filter_map(token));
+        for cmd in step.commands {
+            match cmd {
+                Command::Start(s) => {
+                    let name = match &s.work {
+                        Work::Item(i) => i.as_str().to_string(),
+                        Work::Planning(a) => a.name().to_string(),
+                    };
+                    if s.degraded {
+                        out.push(format!("degraded:{name}"));
+                    }
+                    let act = c
+                        .script
+                        .get_mut(&name)
+                        .and_then(|v| (!v.is_empty()).then(|| v.remove(0)))
+                        .unwrap_or(Act::Ok);
+                    let (work, attempt) = (s.work.clone(), s.attempt);
+                    let output = |bare: bool| ItemOutput {
+                        artifacts: if bare {
+                            Vec::new()
+                        } else {
+                            vec![Artifact {
+                                name: format!("{name}-doc"),
+                                kind: "document".into(),
+                                body: ArtifactBody::Inline(String::new()),
+                            }]
+                        },
+                        ..ItemOutput::default()
+                    };
+                    match act {
+                        Act::Ok => queue.push(Input::Finished {
+                            work,
+                            attempt,
+                            output: output(false),
+                        }),
+                        Act::Bare => queue.push(Input::Finished {
+                            work,
+                            attempt,
+                            output: output(true),
+                        }),
+                        Act::Data(data) => queue.push(Input::Finished {
+                            work,
+                            attempt,
+                            output: ItemOutput {
+                                data,
+                                ..output(false)
+                            },
+                        }),
+                        Act::Fail(kind) => queue.push(Input::Failed {
+                            work,
+                            attempt,
+                            error: ItemError {
+                                kind,
+                                message: "scripted".into(),
+                            },
+                        }),
+                        Act::Hang => {}
+                        Act::HandoffFail(kind) => {
+                            queue.push(Input::Handoff {
+                                work: work.clone(),
+                                attempt,
+                                partial: serde_json::json!({"draft": true}),
+                            });
+                            later.push(Input::Failed {
+                                work,
+                                attempt,
+                                error: ItemError {
+                                    kind,
+                                    message: "scripted".into(),
+                                },
+                            });
+                        }
+                        Act::Report => {
+                            queue.push(Input::Progress {
+                                work: work.clone(),
+                                attempt,
+                                progress: Progress::from_basis_points(2_500),
+                            });
+                            later.push(Input::Finished {
+                                work,
+                                attempt,
+                                output: output(false),
+                            });
+                        }
+                        Act::Handoff => {
+                            queue.push(Input::Handoff {
+                                work: work.clone(),
+                                attempt,
+                                partial: serde_json::json!({"draft": true}),
+                            });
+                            later.push(Input::Finished {
+                                work,
+                                attempt,
+                                output: output(false),
+                            });
+                        }
+                    }
+                }
+                Command::WakeAt(t) => wake = Some(t.0),
+                Command::AwaitGate { item, attempt } => queue.push(Input::GateResult {
+                    item,
+                    attempt,
+                    passed: gates.next().unwrap_or(true),
+                    message: "scripted gate".into(),
+                }),
+                Command::AwaitIntervention { .. } => match answers.next() {
+                    Some(d) => queue.push(Input::Answer(d)),
+                    None => out.push("(awaiting)".into()),
+                },
+                Command::Finished(o) => out.push(match o {
+                    Outcome::Completed => "=completed".into(),
+                    Outcome::Cancelled => "=cancelled".into(),
+                    Outcome::Planned => "=planned".into(),
+                    Outcome::Failed { work, attempts, .. } => format!("=failed:{work}:{attempts}"),
+                    _ => "=other".into(),
+                }),
+                Command::Cancel { work, attempt } => {
+                    let name = match &work {
+                        Work::Item(i) => i.as_str().to_string(),
+                        Work::Planning(a) => a.name().to_string(),
+                    };
+                    out.push(format!("stop:{name}{attempt}"));
+                    // Anything queued for the cancelled attempt never arrives.
+                    let same = |i: &Input| match i {
+                        Input::Finished {
+                            work: w,
+                            attempt: a,
+                            ..
+                        }
+                        | Input::Failed {
+                            work: w,
+                            attempt: a,
+                            ..
+                        }
+                        | Input::Handoff {
+                            work: w,
+                            attempt: a,
+                            ..
+                        } => *w == work && *a == attempt,
+                        _ => false,
+                    };
+                    queue.retain(|i| !same(i));
+                    later.retain(|i| !same(i));
+                }
+                _ => {}
+            }
+        }
+    }
+    out.join(" ")
+}
+
+fn check(c: Case, expected: &str) {
+    let got = trace(c);
+    assert_eq!(got, expected, "\n got: {got}\nwant: {expected}");
+}
+
+use Act::*;
+use FailureKind::{Permanent, Transient, Unavailable};
+use RecoveryStep::{Degrade, Intervene, Retry, Rollback};
+
+const SEQ: &str = "strategy:sequential";
+
+#[test]
+fn recovery_steps() {
+    check(
+        one(),
+        &format!("{SEQ} +a1 ok:a status:completed =completed"),
+    );
+    check(
+        one().acts("a", &[Fail(Transient)]),
+        &format!("{SEQ} +a1 x:a:transient retry:a2 +a2 ok:a status:completed =completed"),
+    );
+    check(
+        one().acts("a", &[Fail(Unavailable), Fail(Transient)]),
+        &format!(
+            "{SEQ} +a1 x:a:unavailable retry:a2 +a2 x:a:transient retry:a3 +a3 ok:a status:completed =completed"
+        ),
+    );
+    check(
+        one().acts("a", &[Fail(Permanent)]),
+        &format!(
+            "{SEQ} +a1 x:a:permanent degrade:a +a2 degraded:a ok:a status:completed =completed"
+        ),
+    );
+    check(
+        two(&["a"]).acts("b", &[Fail(Permanent), Fail(Permanent)]),
+        &format!(
+            "{SEQ} +a1 ok:a +b1 x:b:permanent rollback:after-a +b2 x:b:permanent degrade:b +b3 degraded:b ok:b status:completed =completed"
+        ),
+    );
+    check(
+        one()
+            .acts("a", &[Fail(Transient), Fail(Transient), Fail(Transient)])
+            .order(&[Retry]),
+        &format!(
+            "{SEQ} +a1 x:a:transient retry:a2 +a2 x:a:transient retry:a3 +a3 x:a:transient status:failed =failed:phase a:3"
+        ),
+    );
+    check(
+        one().acts("a", &[Fail(Permanent)]).order(&[Retry]),
+        &format!("{SEQ} +a1 x:a:permanent status:failed =failed:phase a:1"),
+    );
+    check(
+        one().acts("a", &[Fail(Permanent)]).order(&[]),
+        &format!("{SEQ} +a1 x:a:permanent status:failed =failed:phase a:1"),
+    );
+    check(
+        one().acts("a", &[Fail(Permanent)]).order(&[Degrade]),
+        &format!(
+            "{SEQ} +a1 x:a:permanent degrade:a +a2 degraded:a ok:a status:completed =completed"
+        ),
+    );
+    check(
+        one()
+            .acts("a", &[Fail(Permanent), Fail(Permanent)])
+            .order(&[Degrade]),
+        &format!(
+            "{SEQ} +a1 x:a:permanent degrade:a +a2 degraded:a x:a:permanent status:failed =failed:phase a:2"
+        ),
+    );
+    check(
+        two(&[])
+            .optional("a")
+            .acts("a", &[Fail(Permanent)])
+            .order(&[Degrade]),
+        &format!("{SEQ} +a1 x:a:permanent skip:a +b1 ok:b status:failed =failed:phase a:1"),
+    );
+    check(
+        one().acts("a", &[Fail(Transient)]).order(&[Intervene]),
+        &format!("{SEQ} +a1 x:a:transient ask:a (awaiting)"),
+    );
+    check(
+        two(&["a"]).acts("b", &[Fail(Permanent)]).order(&[Rollback]),
+        &format!(
+            "{SEQ} +a1 ok:a +b1 x:b:permanent rollback:after-a +b2 ok:b status:completed =completed"
+        ),
+    );
+    check(
+        two(&["a"])
+            .acts("b", &[Fail(Permanent), Fail(Permanent)])
+            .order(&[Rollback]),
+        &format!(
+            "{SEQ} +a1 ok:a +b1 x:b:permanent rollback:after-a +b2 x:b:permanent status:failed =failed:phase b:2"
+        ),
+    );
+}
+
+#[test]
+fn intervention_answers() {
+    let base = || one().acts("a", &[Fail(Permanent)]).order(&[Intervene]);
+    check(
+        base().answers(&[Decision::Retry]),
+        &format!("{SEQ} +a1 x:a:permanent ask:a answer:retry +a2 ok:a status:completed =completed"),
+    );
+    check(
+        base().answers(&[Decision::Abort]),
+        &format!("{SEQ} +a1 x:a:permanent ask:a answer:abort =failed:phase a:1"),
+    );
+    check(
+        two(&["a"])
+            .acts("b", &[Fail(Permanent)])
+            .order(&[Intervene])
+            .answers(&[Decision::Rollback]),
+        &format!(
+            "{SEQ} +a1 ok:a +b1 x:b:permanent ask:b answer:rollback rollback:after-a +b2 ok:b status:completed =completed"
+        ),
+    );
+    check(
+        two(&[])
+            .optional("a")
+            .acts("a", &[Fail(Permanent)])
+            .order(&[Intervene])
+            .answers(&[Decision::Skip]),
+        &format!(
+            "{SEQ} +a1 x:a:permanent ask:a answer:skip skip:a +b1 ok:b status:failed =failed:phase a:1"
+        ),
+    );
+    check(
+        base()
+            .acts("a", &[Fail(Permanent), Fail(Permanent)])
+            .answers(&[Decision::Retry, Decision::Abort]),
+        &format!(
+            "{SEQ} +a1 x:a:permanent ask:a answer:retry +a2 x:a:permanent ask:a answer:abort =failed:phase a:2"
+        ),
+    );
+}
+
+#[test]
+fn timeouts_and_gates() {
+    check(
+        one().acts("a", &[Hang]),
+        &format!("{SEQ} +a1 x:a:timeout retry:a2 stop:a1 +a2 ok:a status:completed =completed"),
+    );
+    check(
+        one().acts("a", &[Hang, Hang, Hang]).order(&[Retry]),
+        &format!(
+            "{SEQ} +a1 x:a:timeout retry:a2 stop:a1 +a2 x:a:timeout retry:a3 stop:a2 +a3 x:a:timeout status:failed stop:a3 =failed:phase a:3"
+        ),
+    );
+    check(
+        one().acts("a", &[Bare]),
+        &format!("{SEQ} +a1 x:a:gate retry:a2 +a2 ok:a status:completed =completed"),
+    );
+    check(
+        one().host_gate("a", &[true]),
+        &format!("{SEQ} +a1 ok:a status:completed =completed"),
+    );
+    check(
+        one().host_gate("a", &[false, true]),
+        &format!("{SEQ} +a1 x:a:gate retry:a2 +a2 ok:a status:completed =completed"),
+    );
+    check(
+        one().host_gate("a", &[false]).order(&[]),
+        &format!("{SEQ} +a1 x:a:gate status:failed =failed:phase a:1"),
+    );
+}
+
+#[test]
+fn strategies() {
+    check(
+        two(&[]),
+        &format!("{SEQ} +a1 ok:a +b1 ok:b status:completed =completed"),
+    );
+    check(
+        two(&[]).strategy(Strategy::ParallelIndependent),
+        "strategy:parallel-independent +a1 +b1 ok:a ok:b status:completed =completed",
+    );
+    check(
+        two(&["a"]).strategy(Strategy::ParallelIndependent),
+        "strategy:parallel-independent +a1 ok:a +b1 ok:b status:completed =completed",
+    );
+    let mut three = case(vec![
+        p("a", 30, &[]),
+        p("b", 30, &[]),
+        p("c", 40, &["a", "b"]),
+    ])
+    .strategy(Strategy::ParallelIndependent);
+    three.max_parallel = 1;
+    check(
+        three,
+        "strategy:parallel-independent +a1 ok:a +b1 ok:b +c1 ok:c status:completed =completed",
+    );
+    check(
+        case(vec![
+            p("a", 30, &[]),
+            p("b", 30, &[]),
+            p("c", 40, &["a", "b"]),
+        ])
+        .strategy(Strategy::ParallelIndependent),
+        "strategy:parallel-independent +a1 +b1 ok:a ok:b +c1 ok:c status:completed =completed",
+    );
+    // Pipeline: b starts on a's handoff, finishes first, and completes only after a.
+    check(
+        two(&["a"])
+            .strategy(Strategy::pipeline())
+            .acts("a", &[Handoff]),
+        "strategy:pipeline +a1 handoff:a +b1 ok:a ok:b status:completed =completed",
+    );
+    check(
+        two(&["a"]).strategy(Strategy::pipeline()),
+        "strategy:pipeline +a1 ok:a +b1 ok:b status:completed =completed",
+    );
+    // Pipeline: b never completes before a (a timed-out b is retried like any item).
+    check(
+        two(&["a"])
+            .strategy(Strategy::pipeline())
+            .acts("a", &[Handoff])
+            .acts("b", &[Hang]),
+        "strategy:pipeline +a1 handoff:a +b1 ok:a x:b:timeout retry:b2 stop:b1 +b2 ok:b status:completed =completed",
+    );
+    // Pipeline: a fails after handing off; b is cancelled (interrupted) and starts again with
+    // a's retry, from a's last partial result (kept by the state).
+    check(
+        two(&["a"])
+            .strategy(Strategy::pipeline())
+            .acts("a", &[HandoffFail(Transient), Ok]),
+        "strategy:pipeline +a1 handoff:a +b1 x:a:transient x:b:interrupted retry:a2 +a2 +b2 ok:a ok:b status:completed =completed",
+    );
+    check(
+        two(&["a"])
+            .strategy(Strategy::pipeline())
+            .acts("a", &[HandoffFail(Transient), Ok])
+            .acts("b", &[Hang]),
+        "strategy:pipeline +a1 handoff:a +b1 x:a:transient x:b:interrupted retry:a2 stop:b1 +a2 +b2 ok:a ok:b status:completed =completed",
+    );
+    // Below the threshold, progress does not start the successor; a threshold of 1 % does.
+    check(
+        two(&["a"])
+            .strategy(Strategy::Pipeline {
+                threshold: Progress::from_basis_points(100),
+            })
+            .acts("a", &[Report]),
+        "strategy:pipeline +a1 +b1 ok:a ok:b status:completed =completed",
+    );
+    check(
+        two(&["a"])
+            .strategy(Strategy::pipeline())
+            .acts("a", &[Report]),
+        "strategy:pipeline +a1 ok:a +b1 ok:b status:completed =completed",
+    );
+    check(
+        one().adaptive(AdaptiveInputs {
+            complexity: Some(Complexity::High),
+            agents_available: 4,
+            deadline: None,
+        }),
+        "strategy:parallel-independent +a1 ok:a status:completed =completed",
+    );
+    check(
+        one().adaptive(AdaptiveInputs {
+            complexity: Some(Complexity::High),
+            agents_available: 0,
+            deadline: None,
+        }),
+        "strategy:sequential +a1 ok:a status:completed =completed",
+    );
+    check(
+        one().adaptive(AdaptiveInputs {
+            complexity: Some(Complexity::Medium),
+            agents_available: 1,
+            deadline: None,
+        }),
+        "strategy:pipeline +a1 ok:a status:completed =completed",
+    );
+    check(
+        one().adaptive(AdaptiveInputs {
+            complexity: Some(Complexity::Low),
+            agents_available: 1,
+            deadline: None,
+        }),
+        "strategy:sequential +a1 ok:a status:completed =completed",
+    );
+}
+
+fn tasks(list: &[(&str, &[&str], &str)]) -> Act {
+    Data(
+        serde_json::json!({ "tasks": list.iter().map(|(id, deps, pr)| serde_json::json!({
+        "id": id, "title": id, "dependencies": deps, "priority": pr })).collect::<Vec<_>>() }),
+    )
+}
+
+#[test]
+fn tasks_join_the_task_phase() {
+    // b is the task phase (the last one); a produces the tasks.
+    check(
+        two(&["a"])
+            .acts("a", &[tasks(&[("t2", &["t1"], "low"), ("t1", &[], "low")])])
+            .limit(1),
+        &format!(
+            "{SEQ} +a1 tasks:t1,t2 ok:a +b1 +t11 ok:t1 +t21 ok:t2 ok:b status:completed =completed"
+        ),
+    );
+    // Priority, then critical path: with one slot, critical first; among equals, the longer path.
+    check(
+        two(&["a"])
+            .acts(
+                "a",
+                &[tasks(&[
+                    ("l", &[], "low"),
+                    ("c", &[], "critical"),
+                    ("h", &[], "high"),
+                ])],
+            )
+            .limit(1),
+        &format!(
+            "{SEQ} +a1 tasks:l,c,h ok:a +b1 +c1 ok:c +h1 ok:h +l1 ok:l ok:b status:completed =completed"
+        ),
+    );
+    check(
+        two(&["a"])
+            .acts(
+                "a",
+                &[tasks(&[
+                    ("x", &[], "low"),
+                    ("y", &[], "low"),
+                    ("z", &["y"], "low"),
+                ])],
+            )
+            .limit(1),
+        &format!(
+            "{SEQ} +a1 tasks:x,y,z ok:a +b1 +y1 ok:y +x1 ok:x +z1 ok:z ok:b status:completed =completed"
+        ),
+    );
+    // A failing task walks the chain like a phase.
+    check(
+        two(&["a"])
+            .acts("a", &[tasks(&[("t", &[], "low")])])
+            .acts("t", &[Fail(Transient)]),
+        &format!(
+            "{SEQ} +a1 tasks:t ok:a +b1 +t1 x:t:transient retry:t2 +t2 ok:t ok:b status:completed =completed"
+        ),
+    );
+    check(
+        two(&["a"])
+            .acts("a", &[tasks(&[("t", &[], "low")])])
+            .acts("t", &[Fail(Permanent)])
+            .order(&[Intervene])
+            .answers(&[Decision::Skip]),
+        &format!(
+            "{SEQ} +a1 tasks:t ok:a +b1 +t1 x:t:permanent ask:t answer:skip skip:t ok:b status:completed =completed"
+        ),
+    );
+    // An invalid list fails the producer permanently.
+    check(
+        two(&["a"])
+            .acts("a", &[tasks(&[("p", &["q"], "low"), ("q", &["p"], "low")])])
+            .order(&[]),
+        &format!("{SEQ} +a1 x:a:permanent status:failed =failed:phase a:1"),
+    );
+    check(
+        two(&["a"])
+            .acts("a", &[tasks(&[("p", &["nowhere"], "low")])])
+            .order(&[]),
+        &format!("{SEQ} +a1 x:a:permanent status:failed =failed:phase a:1"),
+    );
+    check(
+        two(&["a"])
+            .acts("a", &[Data(serde_json::json!({"tasks": 3}))])
+            .order(&[]),
+        &format!("{SEQ} +a1 x:a:permanent status:failed =failed:phase a:1"),
+    );
+}
+
+fn kiro_log() -> Vec<Event> {
+    vec![Event::Created {
+        at: Timestamp(0),
+        id: MilestoneId::new("k").unwrap(),
+        title: "Login".into(),
+        context: "ctx".into(),
+        workflow: Workflow::kiro(),
+        seed: 9,
+    }]
+}
+
+fn starts(step: &Step) -> Vec<&milestone_core::engine::StartCommand> {
+    step.commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::Start(s) => Some(&**s),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn planning_runs_four_analyses_then_the_aggregation() {
+    let mut e = Engine::resume(&kiro_log(), EngineConfig::default()).unwrap();
+    let step = e
+        .handle(Input::Start(StartMode::Planning), Timestamp(1))
+        .unwrap();
+    let roles: Vec<Role> = starts(&step).iter().map(|s| s.role.clone()).collect();
+    assert_eq!(
+        roles,
+        vec![
+            Role::Scope,
+            Role::Estimation,
+            Role::Risk,
+            Role::KiroStrategy
+        ]
+    );
+    assert!(step.events.is_empty());
+    for (k, a) in Analysis::PARALLEL.iter().enumerate() {
+        let step = e
+            .handle(
+                Input::Finished {
+                    work: Work::Planning(*a),
+                    attempt: 1,
+                    output: ItemOutput {
+                        data: serde_json::json!({"n": k}),
+                        ..ItemOutput::default()
+                    },
+                },
+                Timestamp(2),
+            )
+            .unwrap();
+        let s = starts(&step);
+        if k < 3 {
+            assert!(s.is_empty());
+        } else {
+            assert_eq!(s.len(), 1);
+            assert_eq!(s[0].role, Role::Aggregation);
+            let data: Vec<serde_json::Value> = s[0].input.iter().map(|u| u.data.clone()).collect();
+            assert_eq!(
+                data,
+                (0..4)
+                    .map(|n| serde_json::json!({"n": n}))
+                    .collect::<Vec<_>>()
+            );
+        }
+    }
+    // Not a plan: the aggregation is retried after a backoff, then a plan is recorded.
+    let bad = e.handle(
+        Input::Finished {
+            work: Work::Planning(Analysis::Aggregation),
+            attempt: 1,
+            output: ItemOutput {
+                data: serde_json::json!({"nonsense": 1}),
+                ..ItemOutput::default()
+            },
+        },
+        Timestamp(3),
+    );
+    let bad = bad.unwrap();
+    assert!(
+        bad.events
+            .iter()
+            .any(|e| matches!(e, Event::StatusChanged { .. })),
+        "{bad:?}"
+    );
+    assert_eq!(e.state().status(), milestone_core::MilestoneStatus::Failed);
+
+    let mut e = Engine::resume(&kiro_log(), EngineConfig::default()).unwrap();
+    e.handle(Input::Start(StartMode::Planning), Timestamp(1))
+        .unwrap();
+    for a in Analysis::PARALLEL {
+        e.handle(
+            Input::Finished {
+                work: Work::Planning(a),
+                attempt: 1,
+                output: ItemOutput::default(),
+            },
+            Timestamp(2),
+        )
+        .unwrap();
+    }
+    let step = e
+        .handle(
+            Input::Finished {
+                work: Work::Planning(Analysis::Aggregation),
+                attempt: 1,
+                output: ItemOutput {
+                    data: serde_json::json!({"tasks": []}),
+                    ..ItemOutput::default()
+                },
+            },
+            Timestamp(3),
+        )
+        .unwrap();
+    assert!(matches!(
+        step.events.as_slice(),
+        [Event::PlanRecorded { .. }]
+    ));
+    assert!(step.commands.contains(&Command::Finished(Outcome::Planned)));
+    assert!(e.state().plan().is_some());
+}
+
+#[test]
+fn planning_failures_retry_then_fail_naming_the_analysis() {
+    let mut e = Engine::resume(&kiro_log(), EngineConfig::default()).unwrap();
+    e.handle(Input::Start(StartMode::Planning), Timestamp(1))
+        .unwrap();
+    let mut now = 1;
+    for attempt in 1..=3 {
+        let step = e
+            .handle(
+                Input::Failed {
+                    work: Work::Planning(Analysis::Risk),
+                    attempt,
+                    error: ItemError {
+                        kind: Transient,
+                        message: "flaky".into(),
+                    },
+                },
+                Timestamp(now),
+            )
+            .unwrap();
+        if attempt < 3 {
+            let Some(Command::WakeAt(t)) = step
+                .commands
+                .iter()
+                .find(|c| matches!(c, Command::WakeAt(_)))
+            else {
+                panic!("{step:?}")
+            };
+            now = t.0.max(now);
+            let step = e.handle(Input::Tick, Timestamp(now)).unwrap();
+            assert_eq!(starts(&step)[0].attempt, attempt + 1);
+        } else {
+            assert!(
+                matches!(
+                    step.commands.last(),
+                    Some(Command::Finished(Outcome::Failed { attempts: 3, .. }))
+                ),
+                "{step:?}"
+            );
+        }
+    }
+    assert_eq!(e.state().status(), milestone_core::MilestoneStatus::Failed);
+}
+
+#[test]
+fn refused_inputs_change_nothing() {
+    let mut e = Engine::resume(&kiro_log(), EngineConfig::default()).unwrap();
+    let before = e.state().clone();
+    assert!(matches!(
+        e.handle(Input::Start(StartMode::Execution), Timestamp(1)),
+        Err(EngineError::WrongMode { .. })
+    ));
+    assert!(matches!(
+        e.handle(Input::Answer(Decision::Retry), Timestamp(1)),
+        Err(EngineError::Answer(_))
+    ));
+    let design = Work::Item(ItemRef::Phase(PhaseId::new("design").unwrap()));
+    assert!(matches!(
+        e.handle(
+            Input::Finished {
+                work: design.clone(),
+                attempt: 1,
+                output: ItemOutput::default()
+            },
+            Timestamp(1)
+        ),
+        Err(EngineError::NotRunning { .. })
+    ));
+    assert!(matches!(
+        e.handle(
+            Input::Finished {
+                work: Work::Planning(Analysis::Risk),
+                attempt: 1,
+                output: ItemOutput::default()
+            },
+            Timestamp(1)
+        ),
+        Err(EngineError::NotRunning { .. })
+    ));
+    assert_eq!(e.state(), &before);
+    let bad = EngineConfig {
+        max_concurrency: 0,
+        ..EngineConfig::default()
+    };
+    let err = Engine::resume(&kiro_log(), bad).unwrap_err();
+    assert!(err.to_string().contains("max_concurrency"), "{err}");
+    assert!(matches!(
+        Engine::resume(&[], EngineConfig::default()),
+        Err(EngineError::Log(_))
+    ));
+}
+
+#[test]
+fn stale_and_unknown_inputs_are_refused() {
+    let mut log = kiro_log();
+    log.push(Event::ExecutionStarted { at: Timestamp(0) });
+    let mut e = Engine::resume(&log, EngineConfig::default()).unwrap();
+    let step = e
+        .handle(Input::Start(StartMode::Execution), Timestamp(1))
+        .unwrap();
+    let s = starts(&step)[0].clone();
+    assert_eq!(
+        s.work,
+        Work::Item(ItemRef::Phase(PhaseId::new("design").unwrap()))
+    );
+    assert!(s.reusable, "design results are reusable (KIRO)");
+    assert!(matches!(
+        e.handle(
+            Input::Progress {
+                work: s.work.clone(),
+                attempt: 2,
+                progress: Progress::from_basis_points(10)
+            },
+            Timestamp(2)
+        ),
+        Err(EngineError::NotRunning { .. })
+    ));
+    let unknown = Work::Item(ItemRef::Phase(PhaseId::new("nope").unwrap()));
+    assert!(matches!(
+        e.handle(
+            Input::Started {
+                work: unknown,
+                attempt: 1
+            },
+            Timestamp(2)
+        ),
+        Err(EngineError::UnknownWork { .. })
+    ));
+    // A progress report is recorded once, never lowered.
+    let p = |bp| Input::Progress {
+        work: s.work.clone(),
+        attempt: 1,
+        progress: Progress::from_basis_points(bp),
+    };
+    assert_eq!(e.handle(p(4_000), Timestamp(3)).unwrap().events.len(), 1);
+    assert_eq!(e.handle(p(3_000), Timestamp(4)).unwrap().events.len(), 0);
+    assert_eq!(e.handle(p(10_000), Timestamp(5)).unwrap().events.len(), 1);
+    assert_eq!(
+        e.state().phase("design").unwrap().item.progress,
+        Progress::ALMOST
+    );
+}
+
+#[test]
+fn resume_restarts_work_in_flight_with_the_same_idempotency_key() {
+    let mut log = kiro_log();
+    log.push(Event::ExecutionStarted { at: Timestamp(0) });
+    let mut e = Engine::resume(&log, EngineConfig::default()).unwrap();
+    let step = e
+        .handle(Input::Start(StartMode::Execution), Timestamp(1))
+        .unwrap();
+    let first = starts(&step)[0].clone();
+    log.extend(step.events.iter().cloned());
+    // Crash: a new engine from the log carries on.
+    let mut e2 = Engine::resume(&log, EngineConfig::default()).unwrap();
+    let step = e2.handle(Input::Tick, Timestamp(50)).unwrap();
+    let again = starts(&step)[0].clone();
+    assert_eq!(again.work, first.work);
+    assert_eq!(again.attempt, 2);
+    assert_eq!(again.idempotency_key, first.idempotency_key);
+    assert_eq!(again.cache_key, first.cache_key, "same phase, same input");
+}
+
+#[test]
+fn cancellation_stops_everything() {
+    let c = two(&[])
+        .strategy(Strategy::ParallelIndependent)
+        .acts("a", &[Hang])
+        .acts("b", &[Hang]);
+    let workflow = Workflow::new(c.phases.clone(), 3).unwrap();
+    let log = [
+        Event::Created {
+            at: Timestamp(0),
+            id: MilestoneId::new("m").unwrap(),
+            title: "t".into(),
+            context: String::new(),
+            workflow,
+            seed: 1,
+        },
+        Event::ExecutionStarted { at: Timestamp(0) },
+    ];
+    let mut e = Engine::resume(&log, c.config).unwrap();
+    assert_eq!(
+        starts(
+            &e.handle(Input::Start(StartMode::Execution), Timestamp(1))
+                .unwrap()
+        )
+        .len(),
+        2
+    );
+    let step = e.handle(Input::Cancel, Timestamp(2)).unwrap();
+    let cancels = step
+        .commands
+        .iter()
+        .filter(|c| matches!(c, Command::Cancel { .. }))
+        .count();
+    assert_eq!(cancels, 2);
+    assert!(
+        step.commands
+            .contains(&Command::Finished(Outcome::Cancelled))
+    );
+    assert_eq!(
+        e.state().status(),
+        milestone_core::MilestoneStatus::Cancelled
+    );
+    assert!(matches!(
+        e.handle(Input::Cancel, Timestamp(3)),
+        Err(EngineError::Status { .. })
+    ));
+    let step = e.handle(Input::Tick, Timestamp(1_000_000)).unwrap();
+    assert!(
+        step.events.is_empty() && step.commands.is_empty(),
+        "{step:?}"
+    );
+}
+
+#[test]
+fn completion_commits_checkpoints_tags_and_merges() {
+    let mut c = two(&["a"]);
+    c.config.merge = true;
+    let workflow = Workflow::new(c.phases.clone(), 3).unwrap();
+    let log = [
+        Event::Created {
+            at: Timestamp(0),
+            id: MilestoneId::new("m").unwrap(),
+            title: "t".into(),
+            context: String::new(),
+            workflow,
+            seed: 1,
+        },
+        Event::ExecutionStarted { at: Timestamp(0) },
+    ];
+    let mut e = Engine::resume(&log, c.config).unwrap();
+    let mut cmds = Vec::new();
+    let mut step = e
+        .handle(Input::Start(StartMode::Execution), Timestamp(1))
+        .unwrap();
+    loop {
+        cmds.extend(
+            step.commands
+                .iter()
+                .filter(|c| !matches!(c, Command::Start(_) | Command::WakeAt(_)))
+                .cloned(),
+        );
+        let Some(s) = starts(&step).first().map(|s| (*s).clone()) else {
+            break;
+        };
+        let name = s.work.to_string().replace("phase ", "");
+        step = e
+            .handle(
+                Input::Finished {
+                    work: s.work,
+                    attempt: s.attempt,
+                    output: ItemOutput {
+                        artifacts: vec![Artifact {
+                            name: format!("{name}-doc"),
+                            kind: "d".into(),
+                            body: ArtifactBody::Inline(String::new()),
+                        }],
+                        ..ItemOutput::default()
+                    },
+                },
+                Timestamp(5),
+            )
+            .unwrap();
+    }
+    let a = PhaseId::new("a").unwrap();
+    let b = PhaseId::new("b").unwrap();
+    assert_eq!(
+        cmds,
+        vec![
+            Command::Checkpoint {
+                label: "execution-start".into()
+            },
+            Command::CommitPhase { phase: a },
+            Command::Checkpoint {
+                label: "after-a".into()
+            },
+            Command::CommitPhase { phase: b },
+            Command::Checkpoint {
+                label: "after-b".into()
+            },
+            Command::Tag,
+            Command::Merge,
+            Command::Finished(Outcome::Completed),
+        ]
+    );
+    assert_eq!(
+        milestone_core::progress::overall(e.state()),
+        Progress::COMPLETE
+    );
+}
+
+#[test]
+fn priorities_order_phases() {
+    let mut c = case(vec![p("a", 30, &[]), p("b", 30, &[]), p("c", 40, &[])])
+        .strategy(Strategy::ParallelIndependent);
+    c.phases[2].priority = Priority::Critical;
+    c.phases[1].priority = Priority::High;
+    c.max_parallel = 1;
+    check(
+        c,
+        "strategy:parallel-independent +c1 ok:c +b1 ok:b +a1 ok:a status:completed =completed",
+    );
+}
+
+#[test]
+fn a_hanging_analysis_times_out_and_is_retried() {
+    let config = EngineConfig {
+        planning_timeout_ms: 500,
+        ..EngineConfig::default()
+    };
+    let mut e = Engine::resume(&kiro_log(), config).unwrap();
+    let step = e
+        .handle(Input::Start(StartMode::Planning), Timestamp(1))
+        .unwrap();
+    assert!(
+        step.commands.contains(&Command::WakeAt(Timestamp(501))),
+        "{step:?}"
+    );
+    let step = e.handle(Input::Tick, Timestamp(501)).unwrap();
+    let cancels = step
+        .commands
+        .iter()
+        .filter(|c| matches!(c, Command::Cancel { attempt: 1, .. }))
+        .count();
+    assert_eq!(cancels, 4, "{step:?}");
+    // The four retries start after their backoff.
+    let step = e.handle(Input::Tick, Timestamp(10_000)).unwrap();
+    let attempts: Vec<u32> = starts(&step).iter().map(|s| s.attempt).collect();
+    assert_eq!(attempts, vec![2, 2, 2, 2]);
+    assert_eq!(e.running(), 4);
+    // Cancelling stops them.
+    let step = e.handle(Input::Cancel, Timestamp(10_001)).unwrap();
+    assert_eq!(
+        step.commands
+            .iter()
+            .filter(|c| matches!(c, Command::Cancel { .. }))
+            .count(),
+        4
+    );
+    assert_eq!(e.running(), 0);
+    assert_eq!(
+        e.state().status(),
+        milestone_core::MilestoneStatus::Cancelled
+    );
+}
