@@ -320,6 +320,13 @@ impl Event {
     }
 }
 
+/// Where an item lives in the state: its index among the phases or the tasks.
+#[derive(Clone, Copy)]
+enum Slot {
+    Phase(usize),
+    Task(usize),
+}
+
 fn refused(event: &Event, reason: impl Into<String>) -> TransitionError {
     TransitionError::Refused {
         event: event.kind(),
@@ -441,7 +448,8 @@ impl MilestoneState {
                         format!("the milestone is {}", self.data.status),
                     ));
                 }
-                let st = self.item_ref(item)?;
+                let slot = self.slot(item)?;
+                let st = self.at_slot(slot);
                 check_item_transition(item, st.status, ItemStatus::InProgress)?;
                 if *attempt <= st.attempts {
                     return Err(refused(
@@ -452,52 +460,58 @@ impl MilestoneState {
                         ),
                     ));
                 }
-                let st = self.item_mut(item)?;
+                let st = self.at_slot_mut(slot);
                 st.status = ItemStatus::InProgress;
                 st.attempts = *attempt;
                 st.started_at.get_or_insert(*at);
             }
             Event::ItemProgressed { item, progress, .. } => {
-                let st = self.item_ref(item)?;
+                let slot = self.slot(item)?;
+                let st = self.at_slot(slot);
                 if st.status != ItemStatus::InProgress {
                     return Err(refused(
                         event,
                         format!("{item} is {}, not in progress", st.status),
                     ));
                 }
-                self.raise_progress(item, progress.short_of_complete())?;
+                self.raise_progress(slot, progress.short_of_complete());
             }
             Event::ItemHandedOff { item, partial, .. } => {
-                let st = self.item_ref(item)?;
+                let slot = self.slot(item)?;
+                let st = self.at_slot(slot);
                 if st.status != ItemStatus::InProgress {
                     return Err(refused(
                         event,
                         format!("{item} is {}, not in progress", st.status),
                     ));
                 }
-                self.item_mut(item)?.partial = Some(partial.clone());
+                self.at_slot_mut(slot).partial = Some(partial.clone());
             }
             Event::ItemCompleted { item, output, at } => {
-                let st = self.item_ref(item)?;
-                check_item_transition(item, st.status, ItemStatus::Completed)?;
-                self.raise_progress(item, Progress::COMPLETE)?;
-                let st = self.item_mut(item)?;
+                let slot = self.slot(item)?;
+                check_item_transition(item, self.at_slot(slot).status, ItemStatus::Completed)?;
+                self.raise_progress(slot, Progress::COMPLETE);
+                let st = self.at_slot_mut(slot);
                 st.status = ItemStatus::Completed;
                 st.completed_at = Some(*at);
                 st.output = Some(output.clone());
                 st.partial = None;
             }
             Event::ItemFailed { item, error, .. } => {
-                self.set_item_status(item, ItemStatus::Failed)?;
-                self.item_mut(item)?.last_error = Some(error.clone());
+                let slot = self.set_item_status(item, ItemStatus::Failed)?;
+                self.at_slot_mut(slot).last_error = Some(error.clone());
             }
-            Event::ItemBlocked { item, .. } => self.set_item_status(item, ItemStatus::Blocked)?,
-            Event::ItemSkipped { item, .. } => self.set_item_status(item, ItemStatus::Skipped)?,
+            Event::ItemBlocked { item, .. } => {
+                self.set_item_status(item, ItemStatus::Blocked)?;
+            }
+            Event::ItemSkipped { item, .. } => {
+                self.set_item_status(item, ItemStatus::Skipped)?;
+            }
             Event::ItemCancelled { item, .. } => {
-                self.set_item_status(item, ItemStatus::Cancelled)?
+                self.set_item_status(item, ItemStatus::Cancelled)?;
             }
             Event::RetryScheduled { item, attempt, .. } => {
-                let st = self.item_ref(item)?;
+                let st = self.at_slot(self.slot(item)?);
                 if !matches!(st.status, ItemStatus::Failed | ItemStatus::Blocked) {
                     return Err(refused(
                         event,
@@ -565,7 +579,7 @@ impl MilestoneState {
                     return Err(refused(event, "an intervention needs at least one option"));
                 }
                 if let Some(i) = item {
-                    self.item_ref(i)?;
+                    self.slot(i)?;
                 }
                 self.data.status = MilestoneStatus::AwaitingIntervention;
                 self.data.intervention = Some(Intervention {
@@ -641,7 +655,7 @@ impl MilestoneState {
             Event::Tagged { tag, .. } => self.data.git.tag = Some(tag.clone()),
             Event::Merged { commit, .. } => self.data.git.merge_commit = Some(commit.clone()),
             Event::ItemDegraded { item, .. } => {
-                let st = self.item_ref(item)?;
+                let st = self.at_slot(self.slot(item)?);
                 if st.status != ItemStatus::Failed {
                     return Err(refused(
                         event,
@@ -655,52 +669,51 @@ impl MilestoneState {
         Ok(())
     }
 
-    fn item_ref(&self, item: &ItemRef) -> Result<&ItemState, TransitionError> {
-        self.item(item)
-            .ok_or_else(|| TransitionError::UnknownItem { item: item.clone() })
-    }
-
-    fn item_mut(&mut self, item: &ItemRef) -> Result<&mut ItemState, TransitionError> {
+    /// Resolves an item to its position: the only id lookup an item event does.
+    fn slot(&self, item: &ItemRef) -> Result<Slot, TransitionError> {
         let slot = match item {
-            ItemRef::Phase(p) => self
-                .data
-                .workflow
-                .position(p.as_str())
-                .and_then(|i| self.data.phases.get_mut(i))
-                .map(|p| &mut p.item),
-            ItemRef::Task(t) => match self.task_index.get(t.as_str()) {
-                Some(&i) => self.data.tasks.get_mut(i).map(|t| &mut t.item),
-                None => None,
-            },
+            ItemRef::Phase(p) => self.data.workflow.position(p.as_str()).map(Slot::Phase),
+            ItemRef::Task(t) => self.task_index.get(t.as_str()).copied().map(Slot::Task),
         };
         slot.ok_or_else(|| TransitionError::UnknownItem { item: item.clone() })
     }
 
-    fn set_item_status(&mut self, item: &ItemRef, to: ItemStatus) -> Result<(), TransitionError> {
-        let st = self.item_mut(item)?;
+    fn at_slot(&self, slot: Slot) -> &ItemState {
+        match slot {
+            Slot::Phase(i) => &self.data.phases[i].item,
+            Slot::Task(i) => &self.data.tasks[i].item,
+        }
+    }
+
+    fn at_slot_mut(&mut self, slot: Slot) -> &mut ItemState {
+        match slot {
+            Slot::Phase(i) => &mut self.data.phases[i].item,
+            Slot::Task(i) => &mut self.data.tasks[i].item,
+        }
+    }
+
+    fn set_item_status(&mut self, item: &ItemRef, to: ItemStatus) -> Result<Slot, TransitionError> {
+        let slot = self.slot(item)?;
+        let st = self.at_slot_mut(slot);
         check_item_transition(item, st.status, to)?;
         st.status = to;
-        Ok(())
+        Ok(slot)
     }
 
     /// Raises an item's progress to `to` if higher; for a task, keeps the task phase's progress
-    /// (the weighted share of its tasks) in step, never lowering it.
-    fn raise_progress(&mut self, item: &ItemRef, to: Progress) -> Result<(), TransitionError> {
-        let st = self.item_mut(item)?;
+    /// (the weighted share of its tasks) in step, never lowering it. O(1).
+    fn raise_progress(&mut self, slot: Slot, to: Progress) {
+        let st = self.at_slot_mut(slot);
         let before = st.progress;
         if to <= before {
-            return Ok(());
+            return;
         }
         st.progress = to;
-        if let ItemRef::Task(t) = item {
-            let weight = self
-                .task(t.as_str())
-                .map(|t| u128::from(t.spec.progress_weight()))
-                .unwrap_or(0);
+        if let Slot::Task(i) = slot {
+            let weight = u128::from(self.data.tasks[i].spec.progress_weight());
             self.task_done += weight * u128::from(to.basis_points() - before.basis_points());
             self.bump_task_phase();
         }
-        Ok(())
     }
 
     /// Raises the task phase's progress to the share of its tasks done, short of complete.
@@ -708,14 +721,7 @@ impl MilestoneState {
         let Some(share) = self.task_share() else {
             return;
         };
-        let Some(i) = self
-            .data
-            .workflow
-            .position(self.data.workflow.task_phase().as_str())
-        else {
-            return;
-        };
-        if let Some(p) = self.data.phases.get_mut(i)
+        if let Some(p) = self.data.phases.get_mut(self.task_phase_pos)
             && p.item.status != ItemStatus::Completed
         {
             p.item.progress = p.item.progress.max(share.short_of_complete());

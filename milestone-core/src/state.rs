@@ -604,6 +604,9 @@ pub struct MilestoneState {
     pub(crate) task_done: u128,
     /// Σ weight × 10 000 of the tasks.
     pub(crate) task_total: u128,
+    /// Position of the workflow's task phase in `data.phases` (cached: the workflow never
+    /// changes inside a state).
+    pub(crate) task_phase_pos: usize,
 }
 
 impl Serialize for MilestoneState {
@@ -630,6 +633,7 @@ impl MilestoneState {
         created_at: Timestamp,
         seed: u64,
     ) -> MilestoneState {
+        let task_phase_pos = task_phase_position(&workflow);
         let phases = workflow
             .phases()
             .iter()
@@ -663,6 +667,7 @@ impl MilestoneState {
             task_index: HashMap::new(),
             task_done: 0,
             task_total: 0,
+            task_phase_pos,
         }
     }
 
@@ -795,11 +800,13 @@ impl MilestoneState {
             task_total += w * 10_000;
             task_done += w * u128::from(t.item.progress.basis_points());
         }
+        let task_phase_pos = task_phase_position(&data.workflow);
         Ok(MilestoneState {
             data,
             task_index,
             task_done,
             task_total,
+            task_phase_pos,
         })
     }
 
@@ -917,6 +924,13 @@ impl MilestoneState {
             .iter()
             .all(|p| p.item.status == ItemStatus::Completed)
     }
+}
+
+/// The position of the workflow's task phase among its phases.
+fn task_phase_position(workflow: &Workflow) -> usize {
+    workflow
+        .position(workflow.task_phase().as_str())
+        .unwrap_or(workflow.phases().len().saturating_sub(1))
 }
 
 #[cfg(test)]
