@@ -20,3 +20,7 @@ pub use request::{AgentRequest, PROTOCOL_VERSION, role_name};
 pub use runner::{AgentRunner, run_with_deadline};
 pub mod scripted;
 pub use scripted::{Reply, Responder, ScriptHandle, ScriptedAgent};
+#[cfg(unix)]
+pub mod command;
+#[cfg(unix)]
+pub use command::CommandAgent;
