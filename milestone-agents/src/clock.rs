@@ -202,6 +202,16 @@ impl Clock for SystemClock {
     }
 }
 
+/// Forgets the sleeps whose futures were dropped before their deadline (called every 1024
+/// sleeps: amortized O(1) per sleep, and memory bounded by the live sleeps).
+fn forget_dropped<T: Ord + Copy>(
+    heap: &mut BinaryHeap<Reverse<(T, u64)>>,
+    sleepers: &mut std::collections::HashMap<u64, Arc<Sleeper>>,
+) {
+    sleepers.retain(|_, s| !s.dropped.load(Ordering::Acquire));
+    heap.retain(|Reverse((_, id))| sleepers.contains_key(id));
+}
+
 /// The process-wide timer behind [`SystemClock`].
 struct Timer {
     state: Mutex<TimerState>,
@@ -235,6 +245,10 @@ impl Timer {
     fn insert(&self, at: Instant, sleeper: Arc<Sleeper>) {
         let mut st = lock(&self.state);
         st.seq += 1;
+        if st.seq % 1024 == 0 {
+            let TimerState { heap, sleepers, .. } = &mut *st;
+            forget_dropped(heap, sleepers);
+        }
         let id = st.seq;
         let earliest = st.heap.peek().map(|Reverse((i, _))| *i);
         st.heap.push(Reverse((at, id)));
@@ -256,11 +270,6 @@ impl Timer {
                 if let Some(s) = st.sleepers.remove(&id) {
                     s.fire();
                 }
-            }
-            // Forget sleepers whose futures were dropped long before their deadline.
-            if st.sleepers.len() > 1024 && st.sleepers.len() * 2 > st.heap.len() {
-                st.sleepers
-                    .retain(|_, s| !s.dropped.load(Ordering::Acquire));
             }
             st = match st.heap.peek().map(|Reverse((at, _))| *at) {
                 None => self
@@ -398,9 +407,11 @@ impl Clock for ManualClock {
         if deadline.as_millis() <= st.now {
             return ready_sleep();
         }
-        st.sleepers
-            .retain(|_, s| !s.dropped.load(Ordering::Acquire));
         st.seq += 1;
+        if st.seq % 1024 == 0 {
+            let ManualState { heap, sleepers, .. } = &mut *st;
+            forget_dropped(heap, sleepers);
+        }
         let id = st.seq;
         let sleeper = Arc::new(Sleeper::default());
         st.heap.push(Reverse((deadline.as_millis(), id)));
@@ -435,6 +446,20 @@ mod tests {
         drop(a);
         assert_eq!(clock.sleepers(), 0);
         assert_eq!(clock.next_deadline(), None);
+    }
+
+    #[test]
+    fn dropped_sleeps_are_forgotten() {
+        let clock = ManualClock::new(Timestamp(0));
+        let keep = clock.sleep(1);
+        for i in 0..5_000 {
+            drop(clock.sleep(10 + i));
+        }
+        let held = lock(&clock.inner).heap.len();
+        assert!(held <= 1_100, "{held} entries held for 1 live sleep");
+        assert_eq!(clock.sleepers(), 1);
+        clock.advance(1);
+        assert_eq!(keep.now_or_never(), Some(()));
     }
 
     #[test]
