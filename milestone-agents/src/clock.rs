@@ -245,7 +245,7 @@ impl Timer {
     fn insert(&self, at: Instant, sleeper: Arc<Sleeper>) {
         let mut st = lock(&self.state);
         st.seq += 1;
-        if st.seq % 1024 == 0 {
+        if st.seq.is_multiple_of(1024) {
             let TimerState { heap, sleepers, .. } = &mut *st;
             forget_dropped(heap, sleepers);
         }
@@ -408,7 +408,7 @@ impl Clock for ManualClock {
             return ready_sleep();
         }
         st.seq += 1;
-        if st.seq % 1024 == 0 {
+        if st.seq.is_multiple_of(1024) {
             let ManualState { heap, sleepers, .. } = &mut *st;
             forget_dropped(heap, sleepers);
         }
