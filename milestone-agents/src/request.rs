@@ -352,6 +352,56 @@ mod tests {
     }
 
     #[test]
+    fn from_start_copies_the_command_and_the_milestone() {
+        use milestone_core::Workflow;
+        use milestone_core::engine::CacheKey;
+        let state = MilestoneState::new(
+            MilestoneId::new("login").unwrap(),
+            "Add login",
+            "OAuth only",
+            Workflow::kiro(),
+            Timestamp(0),
+            7,
+        );
+        let task = Work::Item(ItemRef::Task(TaskId::new("t1").unwrap()));
+        let start = StartCommand {
+            work: task.clone(),
+            role: Role::Task,
+            input: vec![Upstream {
+                from: Work::Planning(Analysis::Scope),
+                data: json!({"files": 3}),
+            }],
+            attempt: 4,
+            deadline: Timestamp(9_000),
+            budget: Limits {
+                timeout_ms: 60_000,
+                memory_mib: Some(512),
+                cpu_millicores: None,
+            },
+            idempotency_key: IdempotencyKey(99),
+            cache_key: CacheKey(1),
+            reusable: true,
+            degraded: true,
+        };
+        let r = AgentRequest::from_start(&start, &state);
+        assert_eq!(r.milestone.as_str(), "login");
+        assert_eq!(
+            (r.title.as_str(), r.context.as_str()),
+            ("Add login", "OAuth only")
+        );
+        assert_eq!((r.role.clone(), r.work.clone()), (Role::Task, task));
+        assert_eq!(r.input, start.input);
+        assert_eq!(
+            (r.attempt, r.deadline, r.degraded),
+            (4, Timestamp(9_000), true)
+        );
+        assert_eq!(
+            (r.budget.clone(), r.idempotency_key),
+            (start.budget.clone(), IdempotencyKey(99))
+        );
+    }
+
+    #[test]
     fn json_round_trips_for_every_role() {
         let roles = [
             Role::Scope,

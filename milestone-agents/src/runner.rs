@@ -87,7 +87,7 @@ impl<T: AgentRunner + ?Sized> AgentRunner for Box<T> {
 }
 
 /// Runs `runner` until it returns or the request's deadline passes on `clock`. On a timeout
-/// the context is cancelled, the run future is dropped (releasing what the runner holds) and
+/// (seen here, or reported by the runner itself) the context is cancelled, the run future is dropped (releasing what the runner holds) and
 /// [`AgentError::TimedOut`] is returned.
 ///
 /// ```
@@ -128,6 +128,11 @@ where
     let what = format!("{} ({})", request.work, runner.name());
     let token = ctx.cancel_token().clone();
     match with_timeout(clock, deadline, runner.run(request, ctx)).await {
+        Ok(Err(AgentError::TimedOut { message })) => {
+            // The runner measured the deadline itself; whatever it left running stops too.
+            token.cancel();
+            Err(AgentError::TimedOut { message })
+        }
         Ok(result) => result,
         Err(_) => {
             token.cancel();
