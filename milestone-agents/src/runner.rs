@@ -125,7 +125,7 @@ where
     C: Clock + ?Sized,
 {
     let deadline = request.deadline;
-    let what = format!("{} ({})", request.work, runner.name());
+    let work = request.work.clone();
     let token = ctx.cancel_token().clone();
     match with_timeout(clock, deadline, runner.run(request, ctx)).await {
         Ok(Err(AgentError::TimedOut { message })) => {
@@ -137,7 +137,8 @@ where
         Err(_) => {
             token.cancel();
             Err(AgentError::timed_out(format!(
-                "{what} ran past its deadline at {} ms",
+                "{work} ({}) ran past its deadline at {} ms",
+                runner.name(),
                 deadline.as_millis()
             )))
         }
