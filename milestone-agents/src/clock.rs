@@ -187,6 +187,10 @@ impl Clock for SystemClock {
     }
 
     fn sleep_until(&self, deadline: Timestamp) -> BoxFuture<'static, ()> {
+        if deadline.as_millis() == u64::MAX {
+            // "No deadline": never fires, and takes no place in the timer's heap.
+            return Box::pin(std::future::pending());
+        }
         let now = self.now();
         let ms = deadline.millis_since(now);
         if ms == 0 {

@@ -252,10 +252,9 @@ struct GroupKiller {
 }
 
 impl GroupKiller {
-    fn kill(&mut self) {
-        if let Some(pgid) = self.pgid.take() {
-            kill_group(pgid);
-        }
+    /// Kills the group; `false` if it could not (no `kill` program).
+    fn kill(&mut self) -> bool {
+        self.pgid.take().is_none_or(kill_group)
     }
     fn disarm(&mut self) {
         self.pgid = None;
@@ -264,24 +263,22 @@ impl GroupKiller {
 
 impl Drop for GroupKiller {
     fn drop(&mut self) {
-        self.kill();
+        let _ = self.kill();
     }
 }
 
-/// Sends SIGKILL to every process of group `pgid`.
-fn kill_group(pgid: u32) {
+/// Sends SIGKILL to every process of group `pgid`; `false` if no `kill` program could be run.
+fn kill_group(pgid: u32) -> bool {
     let target = format!("-{pgid}");
-    for kill in ["kill", "/bin/kill", "/usr/bin/kill"] {
-        let status = Command::new(kill)
+    ["kill", "/bin/kill", "/usr/bin/kill"].iter().any(|kill| {
+        Command::new(kill)
             .args(["-KILL", "--", &target])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .status();
-        if status.is_ok() {
-            return;
-        }
-    }
+            .status()
+            .is_ok()
+    })
 }
 
 enum Line {
@@ -542,7 +539,7 @@ impl AgentRunner for CommandAgent {
                 .is_ok(),
         ];
         if spawned.contains(&false) {
-            killer.kill();
+            let _ = killer.kill();
             return Err(AgentError::transient(format!(
                 "{who}: could not start the helper threads"
             )));
@@ -556,10 +553,11 @@ impl AgentRunner for CommandAgent {
         let mut stderr_tail: Option<Vec<u8>> = None;
 
         // Stop: kill the group and wait until the program itself is reaped.
+        // (Unless the kill failed: then waiting could last forever.)
         let stop = |killer: &mut GroupKiller, exit_rx: oneshot::Receiver<_>, exited: bool| {
-            killer.kill();
+            let killed = killer.kill();
             async move {
-                if !exited {
+                if killed && !exited {
                     let _ = exit_rx.await;
                 }
             }
@@ -679,5 +677,108 @@ impl AgentRunner for CommandAgent {
             )),
         };
         Err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::Report;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    /// One generated stdout line and what it means.
+    #[derive(Debug, Clone)]
+    enum Said {
+        Progress(f64),
+        Handoff(i64),
+        Output(String),
+        Error(&'static str),
+        Chatter(String),
+    }
+
+    fn said() -> impl Strategy<Value = Said> {
+        prop_oneof![
+            (-1.0f64..2.0).prop_map(Said::Progress),
+            any::<i64>().prop_map(Said::Handoff),
+            "[a-z ]{0,12}".prop_map(Said::Output),
+            prop_oneof![Just("transient"), Just("permanent"), Just("unavailable")]
+                .prop_map(Said::Error),
+            any::<String>().prop_map(Said::Chatter),
+        ]
+    }
+
+    fn line(s: &Said) -> String {
+        match s {
+            Said::Progress(f) => json!({ "progress": f }).to_string(),
+            Said::Handoff(v) => json!({ "handoff": v }).to_string(),
+            Said::Output(text) => json!({ "output": { "summary": text } }).to_string(),
+            Said::Error(kind) => json!({ "error": { "kind": kind, "message": "m" } }).to_string(),
+            Said::Chatter(text) => text.replace('\n', " "),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever a program prints: no panic; handoffs arrive in order; progress is
+        /// monotone; a reported error wins, else the last `output` line is the result, else
+        /// the run is invalid output.
+        #[test]
+        fn the_transcript_follows_the_protocol(lines in proptest::collection::vec(said(), 0..30)) {
+            let (ctx, mut handle) = AgentContext::new();
+            let mut t = Transcript::default();
+            for l in &lines {
+                t.feed(&line(l), &ctx);
+            }
+            let reports = handle.drain();
+            let handoffs: Vec<_> = reports.iter().filter_map(|r| match r {
+                Report::Handoff(v) => v.as_i64(),
+                _ => None,
+            }).collect();
+            let sent: Vec<_> = lines.iter().filter_map(|l| match l {
+                Said::Handoff(v) => Some(*v),
+                _ => None,
+            }).collect();
+            prop_assert_eq!(handoffs, sent);
+            let bps: Vec<u16> = reports.iter().filter_map(|r| match r {
+                Report::Progress(p) => Some(p.basis_points()),
+                _ => None,
+            }).collect();
+            prop_assert!(bps.windows(2).all(|w| w[0] < w[1]));
+
+            let last_error = lines.iter().rev().find_map(|l| match l {
+                Said::Error(k) => Some(*k),
+                _ => None,
+            });
+            let last_output = lines.iter().rev().find_map(|l| match l {
+                Said::Output(s) => Some(s.clone()),
+                _ => None,
+            });
+            let result = t.result("p");
+            match (last_error, last_output) {
+                (Some(kind), _) => {
+                    let got = result.err().map(|e| e.failure_kind());
+                    let want = match kind {
+                        "transient" => milestone_core::FailureKind::Transient,
+                        "permanent" => milestone_core::FailureKind::Permanent,
+                        _ => milestone_core::FailureKind::Unavailable,
+                    };
+                    prop_assert_eq!(got, Some(want));
+                }
+                (None, Some(summary)) => {
+                    prop_assert_eq!(result.map(|o| o.summary), Ok(summary));
+                }
+                (None, None) => {
+                    // Chatter that happens to be a JSON object is taken as a plain output.
+                    let chatter_object = lines.iter().any(|l| matches!(l, Said::Chatter(c)
+                        if serde_json::from_str::<serde_json::Value>(c.trim()).is_ok_and(|v| v.is_object())));
+                    if !chatter_object {
+                        let is_invalid = matches!(result, Err(AgentError::InvalidOutput { .. }));
+                        prop_assert!(is_invalid);
+                    }
+                }
+            }
+        }
     }
 }
