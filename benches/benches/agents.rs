@@ -9,8 +9,8 @@ use std::sync::Arc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures::executor::block_on;
 use milestone_agents::{
-    AgentContext, AgentOutput, AgentRequest, AgentRunner, Clock, CommandAgent, FnAgent, Registry,
-    Reply, ScriptedAgent, SystemClock, run_with_deadline,
+    AgentContext, AgentOutput, AgentRequest, AgentRunner, CancelToken, Clock, CommandAgent,
+    FnAgent, Registry, Reply, Report, ReportSink, ScriptedAgent, SystemClock, run_with_deadline,
 };
 use milestone_core::engine::{Role, Work};
 use milestone_core::{ItemRef, MilestoneId, PhaseId};
@@ -32,6 +32,16 @@ fn dispatch(c: &mut Criterion) {
     g.bench_function("fn-agent", |b| {
         b.iter(|| {
             let (ctx, _h) = AgentContext::new();
+            black_box(block_on(direct.run(req.clone(), ctx)))
+        })
+    });
+    // The orchestrator's shape: one sink shared by every run, one cancel token per run.
+    let sink: Arc<dyn ReportSink> = Arc::new(|r: Report| {
+        black_box(r);
+    });
+    g.bench_function("fn-agent-shared-sink", |b| {
+        b.iter(|| {
+            let ctx = AgentContext::with_sink(Arc::clone(&sink), CancelToken::new());
             black_box(block_on(direct.run(req.clone(), ctx)))
         })
     });

@@ -12,6 +12,7 @@ use std::task::{Context, Poll, Waker};
 use futures::Stream;
 use futures::channel::mpsc;
 use milestone_core::Progress;
+use milestone_core::engine::{Input, Work};
 
 /// What a runner reported while it ran.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +22,24 @@ pub enum Report {
     Progress(Progress),
     /// A partial result that pipelined successors may start from.
     Handoff(serde_json::Value),
+}
+
+impl Report {
+    /// The engine input saying this of `attempt` of `work`.
+    pub fn into_input(self, work: Work, attempt: u32) -> Input {
+        match self {
+            Report::Progress(progress) => Input::Progress {
+                work,
+                attempt,
+                progress,
+            },
+            Report::Handoff(partial) => Input::Handoff {
+                work,
+                attempt,
+                partial,
+            },
+        }
+    }
 }
 
 /// A cancellation flag shared by everyone who holds a clone: cheap to check, and awaitable.
@@ -121,16 +140,42 @@ impl Drop for Cancelled {
     }
 }
 
+/// Where a context's reports go: anything that takes a [`Report`] (a closure works).
+///
+/// The orchestrator uses one sink per run that tags reports with the work and attempt and
+/// forwards them into a single channel, so it polls one stream for every running agent.
+pub trait ReportSink: Send + Sync {
+    /// Takes one report. Must not block.
+    fn report(&self, report: Report);
+}
+
+impl<F: Fn(Report) + Send + Sync> ReportSink for F {
+    fn report(&self, report: Report) {
+        self(report)
+    }
+}
+
+enum Sink {
+    Nowhere,
+    Channel(mpsc::UnboundedSender<Report>),
+    Custom(Arc<dyn ReportSink>),
+}
+
+/// What the clones of one context share.
+struct Shared {
+    sink: Sink,
+    last: AtomicU16,
+}
+
 /// What a runner gets besides its request: a way to report progress, hand off partial results
-/// and see cancellation. Cheap to clone; all clones feed the same [`ContextHandle`].
+/// and see cancellation. Cheap to clone; all clones share one sink and one progress mark.
 ///
 /// Progress reports are monotone hints: a report not above the previous one is dropped here,
 /// so the orchestrator never sees progress move backwards. Reports are never blocking: if the
 /// handle was dropped they are discarded.
 #[derive(Clone)]
 pub struct AgentContext {
-    tx: Option<mpsc::UnboundedSender<Report>>,
-    last: Arc<AtomicU16>,
+    shared: Arc<Shared>,
     cancel: CancelToken,
 }
 
@@ -144,27 +189,34 @@ impl fmt::Debug for AgentContext {
 }
 
 impl AgentContext {
+    fn with(sink: Sink, cancel: CancelToken) -> AgentContext {
+        AgentContext {
+            shared: Arc::new(Shared {
+                sink,
+                last: AtomicU16::new(0),
+            }),
+            cancel,
+        }
+    }
+
     /// A context and the handle that receives its reports and can cancel it.
     pub fn new() -> (AgentContext, ContextHandle) {
         let (tx, rx) = mpsc::unbounded();
         let cancel = CancelToken::new();
         (
-            AgentContext {
-                tx: Some(tx),
-                last: Arc::new(AtomicU16::new(0)),
-                cancel: cancel.clone(),
-            },
+            AgentContext::with(Sink::Channel(tx), cancel.clone()),
             ContextHandle { rx, cancel },
         )
     }
 
+    /// A context whose reports go to `sink`, cancelled through `cancel`.
+    pub fn with_sink(sink: Arc<dyn ReportSink>, cancel: CancelToken) -> AgentContext {
+        AgentContext::with(Sink::Custom(sink), cancel)
+    }
+
     /// A context whose reports go nowhere, cancelled through `cancel`.
     pub fn detached(cancel: CancelToken) -> AgentContext {
-        AgentContext {
-            tx: None,
-            last: Arc::new(AtomicU16::new(0)),
-            cancel,
-        }
+        AgentContext::with(Sink::Nowhere, cancel)
     }
 
     /// Reports progress as a fraction in 0.0..=1.0 (clamped; NaN counts as 0).
@@ -175,14 +227,14 @@ impl AgentContext {
     /// Reports progress; dropped unless it is above the last report.
     pub fn progress(&self, progress: Progress) {
         let bp = progress.basis_points();
-        if self.last.fetch_max(bp, Ordering::AcqRel) < bp {
+        if self.shared.last.fetch_max(bp, Ordering::AcqRel) < bp {
             self.send(Report::Progress(progress));
         }
     }
 
     /// The highest progress reported so far.
     pub fn last_progress(&self) -> Progress {
-        Progress::from_basis_points(u32::from(self.last.load(Ordering::Acquire)))
+        Progress::from_basis_points(u32::from(self.shared.last.load(Ordering::Acquire)))
     }
 
     /// Hands off a partial result (pipelined successors may start from it).
@@ -191,9 +243,11 @@ impl AgentContext {
     }
 
     fn send(&self, report: Report) {
-        if let Some(tx) = &self.tx {
+        match &self.shared.sink {
+            Sink::Nowhere => {}
             // A closed handle means nobody listens any more; the report is moot.
-            let _ = tx.unbounded_send(report);
+            Sink::Channel(tx) => drop(tx.unbounded_send(report)),
+            Sink::Custom(sink) => sink.report(report),
         }
     }
 
@@ -288,6 +342,49 @@ mod tests {
                 Report::Handoff(serde_json::json!({"partial": true})),
                 Report::Progress(Progress::from_basis_points(5000)),
             ]
+        );
+    }
+
+    #[test]
+    fn a_custom_sink_sees_the_reports_of_every_clone() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = {
+            let seen = Arc::clone(&seen);
+            move |r: Report| seen.lock().unwrap().push(r)
+        };
+        let ctx = AgentContext::with_sink(Arc::new(sink), CancelToken::new());
+        let other = ctx.clone();
+        ctx.report_progress(0.5);
+        other.report_progress(0.4);
+        other.hand_off(serde_json::json!(1));
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![
+                Report::Progress(Progress::from_basis_points(5000)),
+                Report::Handoff(serde_json::json!(1))
+            ]
+        );
+    }
+
+    #[test]
+    fn reports_become_engine_inputs_of_their_attempt() {
+        let work = Work::Planning(milestone_core::engine::Analysis::Risk);
+        let p = Progress::from_basis_points(10);
+        assert_eq!(
+            Report::Progress(p).into_input(work.clone(), 2),
+            Input::Progress {
+                work: work.clone(),
+                attempt: 2,
+                progress: p
+            }
+        );
+        assert_eq!(
+            Report::Handoff(serde_json::json!(1)).into_input(work.clone(), 3),
+            Input::Handoff {
+                work,
+                attempt: 3,
+                partial: serde_json::json!(1)
+            }
         );
     }
 

@@ -77,10 +77,10 @@ pub mod scripted;
 pub use clock::{Clock, Elapsed, ManualClock, SystemClock, with_timeout};
 #[cfg(unix)]
 pub use command::CommandAgent;
-pub use context::{AgentContext, CancelToken, Cancelled, ContextHandle, Report};
+pub use context::{AgentContext, CancelToken, Cancelled, ContextHandle, Report, ReportSink};
 pub use fn_agent::FnAgent;
-pub use output::{AgentError, AgentOutput};
-pub use registry::{Registry, RegistryError, Resolved, Source};
+pub use output::{AgentError, AgentOutput, result_input};
+pub use registry::{Registry, RegistryError, Resolved, RunnerSource};
 pub use request::{AgentRequest, PROTOCOL_VERSION, role_name};
 pub use runner::{AgentRunner, run_with_deadline};
 pub use scripted::{Reply, Responder, ScriptHandle, ScriptedAgent};

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use milestone_core::engine::{Input, Work};
 use milestone_core::{Artifact, FailureKind, ItemError, ItemOutput};
 use serde::{Deserialize, Serialize};
 
@@ -220,6 +221,36 @@ impl From<AgentError> for ItemError {
     }
 }
 
+/// The engine input for how `attempt` of `work` ended ([`Input::Finished`] or
+/// [`Input::Failed`]), and the quality figures of a success (empty on a failure).
+pub fn result_input(
+    work: Work,
+    attempt: u32,
+    result: Result<AgentOutput, AgentError>,
+) -> (Input, BTreeMap<String, f64>) {
+    match result {
+        Ok(out) => {
+            let (output, quality) = out.into_parts();
+            (
+                Input::Finished {
+                    work,
+                    attempt,
+                    output,
+                },
+                quality,
+            )
+        }
+        Err(e) => (
+            Input::Failed {
+                work,
+                attempt,
+                error: e.into(),
+            },
+            BTreeMap::new(),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,6 +295,41 @@ mod tests {
             FailureKind::Permanent,
             "invalid output: m",
         );
+    }
+
+    #[test]
+    fn results_become_engine_inputs() {
+        let work = Work::Planning(milestone_core::engine::Analysis::Scope);
+        let (input, quality) = result_input(
+            work.clone(),
+            1,
+            Ok(AgentOutput::new("s").with_quality("q", 2.0)),
+        );
+        assert_eq!(
+            input,
+            Input::Finished {
+                work: work.clone(),
+                attempt: 1,
+                output: ItemOutput {
+                    summary: "s".into(),
+                    ..ItemOutput::default()
+                }
+            }
+        );
+        assert_eq!(quality.get("q"), Some(&2.0));
+        let (input, quality) = result_input(work.clone(), 2, Err(AgentError::timed_out("late")));
+        assert_eq!(
+            input,
+            Input::Failed {
+                work,
+                attempt: 2,
+                error: ItemError {
+                    kind: FailureKind::Timeout,
+                    message: "timed out: late".into()
+                }
+            }
+        );
+        assert!(quality.is_empty());
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub enum RegistryError {
 /// How [`Registry::resolve_detailed`] chose a runner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Source {
+pub enum RunnerSource {
     /// The role's runner, available.
     Primary,
     /// The role's direct runner, because the primary is unavailable or not bound.
@@ -53,7 +53,7 @@ pub struct Resolved {
     /// The runner.
     pub runner: Arc<dyn AgentRunner>,
     /// Why this one.
-    pub source: Source,
+    pub source: RunnerSource,
 }
 
 /// A role's bindings: the runner and the direct fallback.
@@ -73,7 +73,7 @@ struct Slot {
 /// slot by slot (a phase bound only to a runner still gets the generic direct fallback).
 ///
 /// ```
-/// use milestone_agents::{AgentOutput, FnAgent, Registry, Source};
+/// use milestone_agents::{AgentOutput, FnAgent, Registry, RunnerSource};
 /// use milestone_core::engine::Role;
 /// use milestone_core::PhaseId;
 ///
@@ -84,7 +84,7 @@ struct Slot {
 /// let role = Role::Phase(PhaseId::new("design")?);
 /// let chosen = futures::executor::block_on(registry.resolve_detailed(&role, false))?;
 /// assert_eq!(chosen.runner.name(), "direct");
-/// assert_eq!(chosen.source, Source::DirectFallback);
+/// assert_eq!(chosen.source, RunnerSource::DirectFallback);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Default, Clone)]
@@ -212,7 +212,7 @@ impl Registry {
             return direct
                 .map(|r| Resolved {
                     runner: Arc::clone(r),
-                    source: Source::Degraded,
+                    source: RunnerSource::Degraded,
                 })
                 .ok_or_else(|| RegistryError::NoDirect {
                     role: describe(role),
@@ -223,12 +223,12 @@ impl Registry {
                 if primary.available().await {
                     Ok(Resolved {
                         runner: Arc::clone(primary),
-                        source: Source::Primary,
+                        source: RunnerSource::Primary,
                     })
                 } else if let Some(d) = direct {
                     Ok(Resolved {
                         runner: Arc::clone(d),
-                        source: Source::DirectFallback,
+                        source: RunnerSource::DirectFallback,
                     })
                 } else {
                     Err(RegistryError::Unavailable {
@@ -239,7 +239,7 @@ impl Registry {
             }
             (None, Some(d)) => Ok(Resolved {
                 runner: Arc::clone(d),
-                source: Source::DirectFallback,
+                source: RunnerSource::DirectFallback,
             }),
             (None, None) => Err(RegistryError::NotBound {
                 role: describe(role),
@@ -291,7 +291,7 @@ mod tests {
         r
     }
 
-    fn check(role: Role, degraded: bool, expected: Result<(&str, Source), RegistryError>) {
+    fn check(role: Role, degraded: bool, expected: Result<(&str, RunnerSource), RegistryError>) {
         let got = futures::executor::block_on(registry().resolve_detailed(&role, degraded))
             .map(|r| (r.runner.name().to_owned(), r.source));
         let expected = expected.map(|(n, s)| (n.to_owned(), s));
@@ -300,7 +300,7 @@ mod tests {
 
     #[test]
     fn resolution_table() {
-        use Source::*;
+        use RunnerSource::*;
         check(phase("design"), false, Ok(("design-llm", Primary)));
         check(phase("design"), true, Ok(("phase-direct", Degraded)));
         check(phase("spec"), false, Ok(("phase-llm", Primary)));
