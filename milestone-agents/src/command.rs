@@ -492,6 +492,12 @@ impl AgentRunner for CommandAgent {
                 "{who} was cancelled before it started"
             )));
         }
+        if self.clock.now() >= request.deadline {
+            return Err(AgentError::timed_out(format!(
+                "{who} was not started: its deadline ({} ms) has passed",
+                request.deadline.as_millis()
+            )));
+        }
         let mut stdin_bytes = request.to_json().into_bytes();
         stdin_bytes.push(b'\n');
 

@@ -368,7 +368,7 @@ fn dropping_the_run_future_kills_the_program_and_its_children() {
 }
 
 #[test]
-fn a_run_cancelled_before_it_starts_spawns_nothing() {
+fn a_run_cancelled_or_late_before_it_starts_spawns_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("ran");
     let agent = CommandAgent::new("touch", "touch").arg(&marker);
@@ -379,6 +379,18 @@ fn a_run_cancelled_before_it_starts_spawns_nothing() {
         Err(AgentError::Cancelled { .. })
     ));
     assert!(!marker.exists());
+    let mut late = request();
+    late.deadline = SystemClock.now();
+    let (ctx, _handle) = AgentContext::new();
+    assert!(matches!(
+        block_on(agent.run(late, ctx)),
+        Err(AgentError::TimedOut { .. })
+    ));
+    assert!(!marker.exists());
+    // The same program with a live deadline does run.
+    let (ctx, _handle) = AgentContext::new();
+    let _ = block_on(agent.run(request(), ctx));
+    assert!(marker.exists());
 }
 
 #[test]
