@@ -67,6 +67,7 @@ pub mod clock;
 #[cfg(unix)]
 pub mod command;
 pub mod context;
+pub mod dispatch;
 pub mod fn_agent;
 pub mod output;
 pub mod registry;
@@ -78,6 +79,7 @@ pub use clock::{Clock, Elapsed, ManualClock, SystemClock, with_timeout};
 #[cfg(unix)]
 pub use command::CommandAgent;
 pub use context::{AgentContext, CancelToken, Cancelled, ContextHandle, Report, ReportSink};
+pub use dispatch::{Dispatched, dispatch};
 pub use fn_agent::FnAgent;
 pub use output::{AgentError, AgentOutput, result_input};
 pub use registry::{Registry, RegistryError, Resolved, RunnerSource};
