@@ -462,3 +462,42 @@ fn a_missing_program_is_unavailable() {
         CommandAgent::new("sh", "sh").clear_pass_env().available()
     ));
 }
+
+#[test]
+fn many_concurrent_runs_cancelled_at_once_leave_no_process_behind() {
+    use futures::task::SpawnExt;
+    let pool = futures::executor::ThreadPool::builder()
+        .pool_size(2)
+        .create()
+        .unwrap();
+    let (_s, agent) = sh(HANGS_WITH_A_GRANDCHILD);
+    let agent = Arc::new(agent);
+    let mut runs = Vec::new();
+    let mut handles = Vec::new();
+    for _ in 0..8 {
+        let (ctx, handle) = AgentContext::new();
+        let agent = Arc::clone(&agent);
+        runs.push(
+            pool.spawn_with_handle(async move { agent.run(request(), ctx).await })
+                .unwrap(),
+        );
+        handles.push(handle);
+    }
+    let mut all_pids = Vec::new();
+    for handle in &mut handles {
+        all_pids.push(pids(&block_on(first_handoff(handle))));
+    }
+    for handle in &handles {
+        handle.cancel();
+    }
+    for result in block_on(futures::future::join_all(runs)) {
+        assert!(
+            matches!(result, Err(AgentError::Cancelled { .. })),
+            "{result:?}"
+        );
+    }
+    for (child, grandchild) in all_pids {
+        assert_dies(child);
+        assert_dies(grandchild);
+    }
+}
