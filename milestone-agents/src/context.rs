@@ -1,0 +1,422 @@
+//! The runner's side channel: [`AgentContext`] reports progress and hands off partial results
+//! to the orchestrator, and lets the runner see cancellation.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
+
+use futures::Stream;
+use futures::channel::mpsc;
+use milestone_core::Progress;
+use milestone_core::engine::{Input, Work};
+
+/// What a runner reported while it ran.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Report {
+    /// How far the work is (strictly more than the previous report).
+    Progress(Progress),
+    /// A partial result that pipelined successors may start from.
+    Handoff(serde_json::Value),
+}
+
+impl Report {
+    /// The engine input saying this of `attempt` of `work`.
+    pub fn into_input(self, work: Work, attempt: u32) -> Input {
+        match self {
+            Report::Progress(progress) => Input::Progress {
+                work,
+                attempt,
+                progress,
+            },
+            Report::Handoff(partial) => Input::Handoff {
+                work,
+                attempt,
+                partial,
+            },
+        }
+    }
+}
+
+/// A cancellation flag shared by everyone who holds a clone: cheap to check, and awaitable.
+#[derive(Clone, Default)]
+pub struct CancelToken {
+    inner: Arc<CancelInner>,
+}
+
+#[derive(Default)]
+struct CancelInner {
+    cancelled: AtomicBool,
+    next: AtomicU64,
+    wakers: Mutex<HashMap<u64, Waker>>,
+}
+
+impl fmt::Debug for CancelToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CancelToken")
+            .field("cancelled", &self.is_cancelled())
+            .finish()
+    }
+}
+
+impl CancelToken {
+    /// A token not yet cancelled.
+    pub fn new() -> CancelToken {
+        CancelToken::default()
+    }
+
+    /// Cancels: every [`cancelled`](CancelToken::cancelled) future completes. Idempotent.
+    pub fn cancel(&self) {
+        if !self.inner.cancelled.swap(true, Ordering::AcqRel) {
+            let wakers = std::mem::take(
+                &mut *self
+                    .inner
+                    .wakers
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner),
+            );
+            for w in wakers.into_values() {
+                w.wake();
+            }
+        }
+    }
+
+    /// Whether [`cancel`](CancelToken::cancel) was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancelled.load(Ordering::Acquire)
+    }
+
+    /// A future that completes once the token is cancelled.
+    pub fn cancelled(&self) -> Cancelled {
+        Cancelled {
+            inner: Arc::clone(&self.inner),
+            slot: self.inner.next.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+}
+
+/// The future of [`CancelToken::cancelled`].
+#[must_use = "futures do nothing unless polled"]
+pub struct Cancelled {
+    inner: Arc<CancelInner>,
+    slot: u64,
+}
+
+impl fmt::Debug for Cancelled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cancelled").finish_non_exhaustive()
+    }
+}
+
+impl Future for Cancelled {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.inner.cancelled.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        let mut wakers = self
+            .inner
+            .wakers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Checked again under the lock: `cancel` takes the wakers under the same lock.
+        if self.inner.cancelled.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        wakers.insert(self.slot, cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl Drop for Cancelled {
+    fn drop(&mut self) {
+        if let Ok(mut w) = self.inner.wakers.lock() {
+            w.remove(&self.slot);
+        }
+    }
+}
+
+/// Where a context's reports go: anything that takes a [`Report`] (a closure works).
+///
+/// The orchestrator uses one sink per run that tags reports with the work and attempt and
+/// forwards them into a single channel, so it polls one stream for every running agent.
+pub trait ReportSink: Send + Sync {
+    /// Takes one report. Must not block.
+    fn report(&self, report: Report);
+}
+
+impl<F: Fn(Report) + Send + Sync> ReportSink for F {
+    fn report(&self, report: Report) {
+        self(report)
+    }
+}
+
+enum Sink {
+    Nowhere,
+    Channel(mpsc::UnboundedSender<Report>),
+    Custom(Arc<dyn ReportSink>),
+}
+
+/// What the clones of one context share.
+struct Shared {
+    sink: Sink,
+    last: AtomicU16,
+}
+
+/// What a runner gets besides its request: a way to report progress, hand off partial results
+/// and see cancellation. Cheap to clone; all clones share one sink and one progress mark.
+///
+/// Progress reports are monotone hints: a report not above the previous one is dropped here,
+/// so the orchestrator never sees progress move backwards. Reports are never blocking: if the
+/// handle was dropped they are discarded.
+#[derive(Clone)]
+pub struct AgentContext {
+    shared: Arc<Shared>,
+    cancel: CancelToken,
+}
+
+impl fmt::Debug for AgentContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgentContext")
+            .field("progress", &self.last_progress())
+            .field("cancelled", &self.is_cancelled())
+            .finish()
+    }
+}
+
+impl AgentContext {
+    fn with(sink: Sink, cancel: CancelToken) -> AgentContext {
+        AgentContext {
+            shared: Arc::new(Shared {
+                sink,
+                last: AtomicU16::new(0),
+            }),
+            cancel,
+        }
+    }
+
+    /// A context and the handle that receives its reports and can cancel it.
+    pub fn new() -> (AgentContext, ContextHandle) {
+        let (tx, rx) = mpsc::unbounded();
+        let cancel = CancelToken::new();
+        (
+            AgentContext::with(Sink::Channel(tx), cancel.clone()),
+            ContextHandle { rx, cancel },
+        )
+    }
+
+    /// A context whose reports go to `sink`, cancelled through `cancel`.
+    pub fn with_sink(sink: Arc<dyn ReportSink>, cancel: CancelToken) -> AgentContext {
+        AgentContext::with(Sink::Custom(sink), cancel)
+    }
+
+    /// A context whose reports go nowhere, cancelled through `cancel`.
+    pub fn detached(cancel: CancelToken) -> AgentContext {
+        AgentContext::with(Sink::Nowhere, cancel)
+    }
+
+    /// Reports progress as a fraction in 0.0..=1.0 (clamped; NaN counts as 0).
+    pub fn report_progress(&self, fraction: f64) {
+        self.progress(Progress::from_fraction(fraction));
+    }
+
+    /// Reports progress; dropped unless it is above the last report.
+    pub fn progress(&self, progress: Progress) {
+        let bp = progress.basis_points();
+        if self.shared.last.fetch_max(bp, Ordering::AcqRel) < bp {
+            self.send(Report::Progress(progress));
+        }
+    }
+
+    /// The highest progress reported so far.
+    pub fn last_progress(&self) -> Progress {
+        Progress::from_basis_points(u32::from(self.shared.last.load(Ordering::Acquire)))
+    }
+
+    /// Hands off a partial result (pipelined successors may start from it).
+    pub fn hand_off(&self, partial: serde_json::Value) {
+        self.send(Report::Handoff(partial));
+    }
+
+    fn send(&self, report: Report) {
+        match &self.shared.sink {
+            Sink::Nowhere => {}
+            // A closed handle means nobody listens any more; the report is moot.
+            Sink::Channel(tx) => drop(tx.unbounded_send(report)),
+            Sink::Custom(sink) => sink.report(report),
+        }
+    }
+
+    /// Whether the work was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// A future that completes once the work is cancelled.
+    pub fn cancelled(&self) -> Cancelled {
+        self.cancel.cancelled()
+    }
+
+    /// The cancellation token (to cancel from inside, e.g. on a timeout).
+    pub fn cancel_token(&self) -> &CancelToken {
+        &self.cancel
+    }
+}
+
+/// The orchestrator's end of an [`AgentContext`]: a [`Stream`] of [`Report`]s (ending when
+/// every clone of the context is dropped) and the power to cancel.
+#[derive(Debug)]
+pub struct ContextHandle {
+    rx: mpsc::UnboundedReceiver<Report>,
+    cancel: CancelToken,
+}
+
+impl ContextHandle {
+    /// Cancels the work.
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    /// The cancellation token shared with the context.
+    pub fn cancel_token(&self) -> &CancelToken {
+        &self.cancel
+    }
+
+    /// A report already sent, if any, without waiting.
+    pub fn try_next(&mut self) -> Option<Report> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Every report already sent, without waiting.
+    pub fn drain(&mut self) -> Vec<Report> {
+        std::iter::from_fn(|| self.try_next()).collect()
+    }
+}
+
+impl Stream for ContextHandle {
+    type Item = Report;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Report>> {
+        Pin::new(&mut self.rx).poll_next(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+    use proptest::prelude::*;
+
+    #[test]
+    fn cancellation_wakes_every_waiter_and_is_idempotent() {
+        let (ctx, handle) = AgentContext::new();
+        let mut a = ctx.cancelled();
+        let mut b = ctx.clone().cancelled();
+        assert!((&mut a).now_or_never().is_none());
+        assert!((&mut b).now_or_never().is_none());
+        assert!(!ctx.is_cancelled());
+        handle.cancel();
+        handle.cancel();
+        assert!(ctx.is_cancelled());
+        assert_eq!(a.now_or_never(), Some(()));
+        assert_eq!(b.now_or_never(), Some(()));
+        assert_eq!(ctx.cancelled().now_or_never(), Some(()));
+    }
+
+    #[test]
+    fn reports_arrive_in_order_and_the_stream_ends_with_the_context() {
+        let (ctx, mut handle) = AgentContext::new();
+        ctx.report_progress(0.25);
+        ctx.hand_off(serde_json::json!({"partial": true}));
+        ctx.report_progress(0.5);
+        drop(ctx);
+        let all: Vec<Report> =
+            futures::executor::block_on(futures::StreamExt::collect::<Vec<_>>(&mut handle));
+        assert_eq!(
+            all,
+            vec![
+                Report::Progress(Progress::from_basis_points(2500)),
+                Report::Handoff(serde_json::json!({"partial": true})),
+                Report::Progress(Progress::from_basis_points(5000)),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_custom_sink_sees_the_reports_of_every_clone() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = {
+            let seen = Arc::clone(&seen);
+            move |r: Report| seen.lock().unwrap().push(r)
+        };
+        let ctx = AgentContext::with_sink(Arc::new(sink), CancelToken::new());
+        let other = ctx.clone();
+        ctx.report_progress(0.5);
+        other.report_progress(0.4);
+        other.hand_off(serde_json::json!(1));
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![
+                Report::Progress(Progress::from_basis_points(5000)),
+                Report::Handoff(serde_json::json!(1))
+            ]
+        );
+    }
+
+    #[test]
+    fn reports_become_engine_inputs_of_their_attempt() {
+        let work = Work::Planning(milestone_core::engine::Analysis::Risk);
+        let p = Progress::from_basis_points(10);
+        assert_eq!(
+            Report::Progress(p).into_input(work.clone(), 2),
+            Input::Progress {
+                work: work.clone(),
+                attempt: 2,
+                progress: p
+            }
+        );
+        assert_eq!(
+            Report::Handoff(serde_json::json!(1)).into_input(work.clone(), 3),
+            Input::Handoff {
+                work,
+                attempt: 3,
+                partial: serde_json::json!(1)
+            }
+        );
+    }
+
+    #[test]
+    fn detached_context_discards_reports_but_sees_cancellation() {
+        let token = CancelToken::new();
+        let ctx = AgentContext::detached(token.clone());
+        ctx.report_progress(0.9);
+        assert_eq!(ctx.last_progress(), Progress::from_basis_points(9000));
+        token.cancel();
+        assert!(ctx.is_cancelled());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+        /// Whatever a runner reports, the handle sees strictly increasing progress ending at
+        /// the maximum reported.
+        #[test]
+        fn progress_seen_by_the_handle_is_strictly_increasing(
+            fractions in proptest::collection::vec(-0.5f64..1.5, 0..40)
+        ) {
+            let (ctx, mut handle) = AgentContext::new();
+            for f in &fractions {
+                ctx.report_progress(*f);
+            }
+            let seen: Vec<u16> = handle.drain().into_iter().map(|r| match r {
+                Report::Progress(p) => p.basis_points(),
+                Report::Handoff(_) => u16::MAX,
+            }).collect();
+            prop_assert!(seen.windows(2).all(|w| w[0] < w[1]));
+            let max = fractions.iter().map(|f| Progress::from_fraction(*f).basis_points()).max().unwrap_or(0);
+            prop_assert_eq!(seen.last().copied().unwrap_or(0), max);
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! The [`AgentRunner`] trait: the one thing every agent implements.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::clock::{Clock, with_timeout};
+use crate::context::AgentContext;
+use crate::output::{AgentError, AgentOutput};
+use crate::request::AgentRequest;
+
+/// Something that does a unit of work: an LLM command-line tool, a script, a person behind a
+/// queue, a plain function.
+///
+/// # Contract
+///
+/// Every implementation must hold to this; the orchestrator relies on it.
+///
+/// - **Idempotency.** [`AgentRequest::idempotency_key`] is the same for every attempt of the
+///   same work in the same milestone (retries, degraded attempts, restarts after a crash). A
+///   runner with side effects outside the repository (opening a ticket, calling a paid API)
+///   uses it to make them happen once.
+/// - **Progress is a hint.** Reports through [`AgentContext`] are monotone hints for display
+///   and pipelining; they never complete the work. Only returning `Ok` does.
+/// - **Cancellation is prompt.** Once [`AgentContext::is_cancelled`] turns true (or its
+///   `cancelled()` future completes) the runner stops its work and returns promptly, normally
+///   with [`AgentError::Cancelled`]. Dropping the `run` future is also a cancellation: a
+///   runner that owns resources (child processes) releases them on drop.
+/// - **Outputs are matched by name.** The names of [`AgentOutput::artifacts`] are matched
+///   against the phase's expected outputs by the quality gate; `data` is handed on as the
+///   input of dependent work.
+/// - **Errors drive recovery.** The kind of [`AgentError`] picks the recovery step:
+///   transient → retry with backoff; permanent or invalid output → rollback / degraded run;
+///   unavailable → the role's direct runner; timed out → as the engine's timeout policy says.
+/// - **`available()` is cheap** (no work is done) and is asked before each run; `false` makes
+///   the registry fall back to the role's direct runner.
+#[async_trait]
+pub trait AgentRunner: std::fmt::Debug + Send + Sync {
+    /// A short name for logs and metrics.
+    fn name(&self) -> &str;
+
+    /// Whether the runner can run now. Defaults to `true`.
+    async fn available(&self) -> bool {
+        true
+    }
+
+    /// Does the work.
+    async fn run(
+        &self,
+        request: AgentRequest,
+        ctx: AgentContext,
+    ) -> Result<AgentOutput, AgentError>;
+}
+
+#[async_trait]
+impl<T: AgentRunner + ?Sized> AgentRunner for Arc<T> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    async fn available(&self) -> bool {
+        (**self).available().await
+    }
+    async fn run(
+        &self,
+        request: AgentRequest,
+        ctx: AgentContext,
+    ) -> Result<AgentOutput, AgentError> {
+        (**self).run(request, ctx).await
+    }
+}
+
+#[async_trait]
+impl<T: AgentRunner + ?Sized> AgentRunner for Box<T> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    async fn available(&self) -> bool {
+        (**self).available().await
+    }
+    async fn run(
+        &self,
+        request: AgentRequest,
+        ctx: AgentContext,
+    ) -> Result<AgentOutput, AgentError> {
+        (**self).run(request, ctx).await
+    }
+}
+
+/// Runs `runner` until it returns or the request's deadline passes on `clock`. On a timeout
+/// (seen here, or reported by the runner itself) the context is cancelled, the run future is dropped (releasing what the runner holds) and
+/// [`AgentError::TimedOut`] is returned.
+///
+/// ```
+/// use milestone_agents::{run_with_deadline, AgentContext, AgentError, AgentOutput,
+///     AgentRequest, Clock, FnAgent, ManualClock};
+/// use milestone_core::engine::{Role, Work};
+/// use milestone_core::{ItemRef, MilestoneId, PhaseId, Timestamp};
+///
+/// let clock = ManualClock::new(Timestamp(0));
+/// let slow = FnAgent::new("slow", |_req, ctx: AgentContext| async move {
+///     ctx.cancelled().await;
+///     Err(AgentError::cancelled("stopped"))
+/// });
+/// let design = PhaseId::new("design")?;
+/// let mut request = AgentRequest::new(MilestoneId::new("m")?, Role::Phase(design.clone()),
+///     Work::Item(ItemRef::Phase(design)));
+/// request.deadline = Timestamp(1_000);
+/// let (ctx, _handle) = AgentContext::new();
+/// let mut run = Box::pin(run_with_deadline(&slow, request, ctx.clone(), &clock));
+/// assert!(futures::FutureExt::now_or_never(&mut run).is_none());
+/// clock.advance(1_000);
+/// let result: Result<AgentOutput, AgentError> = futures::executor::block_on(run);
+/// assert!(matches!(result, Err(AgentError::TimedOut { .. })));
+/// assert!(ctx.is_cancelled());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub async fn run_with_deadline<R, C>(
+    runner: &R,
+    request: AgentRequest,
+    ctx: AgentContext,
+    clock: &C,
+) -> Result<AgentOutput, AgentError>
+where
+    R: AgentRunner + ?Sized,
+    C: Clock + ?Sized,
+{
+    let deadline = request.deadline;
+    let work = request.work.clone();
+    let token = ctx.cancel_token().clone();
+    match with_timeout(clock, deadline, runner.run(request, ctx)).await {
+        Ok(Err(AgentError::TimedOut { message })) => {
+            // The runner measured the deadline itself; whatever it left running stops too.
+            token.cancel();
+            Err(AgentError::TimedOut { message })
+        }
+        Ok(result) => result,
+        Err(_) => {
+            token.cancel();
+            Err(AgentError::timed_out(format!(
+                "{work} ({}) ran past its deadline at {} ms",
+                runner.name(),
+                deadline.as_millis()
+            )))
+        }
+    }
+}

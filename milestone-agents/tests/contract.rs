@@ -1,0 +1,157 @@
+//! The runner contract, held by every built-in runner through `Arc<dyn AgentRunner>`: prompt
+//! return on cancellation, timeouts through `run_with_deadline` on the manual clock, wrappers
+//! that forward everything, and executor independence (a thread pool, no runtime).
+#![cfg(unix)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::executor::{ThreadPool, block_on};
+use futures::task::SpawnExt;
+use futures::{FutureExt, StreamExt};
+use milestone_agents::{
+    AgentContext, AgentError, AgentOutput, AgentRequest, AgentRunner, Clock, CommandAgent, FnAgent,
+    ManualClock, Registry, Reply, ScriptedAgent, SystemClock, run_with_deadline,
+};
+use milestone_core::engine::{Role, Work};
+use milestone_core::{ItemRef, MilestoneId, PhaseId, Timestamp};
+
+fn request(deadline: Timestamp) -> AgentRequest {
+    let p = PhaseId::new("execute").unwrap();
+    let mut r = AgentRequest::new(
+        MilestoneId::new("m").unwrap(),
+        Role::Phase(p.clone()),
+        Work::Item(ItemRef::Phase(p)),
+    );
+    r.deadline = deadline;
+    r
+}
+
+/// One runner of each kind that runs until cancelled (announcing itself with a handoff).
+fn hanging_runners(clock: &ManualClock) -> Vec<Arc<dyn AgentRunner>> {
+    let f = FnAgent::new("fn", |_req, ctx: AgentContext| async move {
+        ctx.hand_off(serde_json::json!("started"));
+        ctx.cancelled().await;
+        Err(AgentError::cancelled("fn stopped"))
+    });
+    let scripted = ScriptedAgent::with_replies(
+        "scripted",
+        Arc::new(clock.clone()),
+        [Reply::new().hand_off(serde_json::json!("started")).hang()],
+    );
+    let command = CommandAgent::new("command", "sh")
+        .args(["-c", "echo '{\"handoff\": \"started\"}'; exec sleep 60"])
+        .clock(Arc::new(clock.clone()));
+    vec![Arc::new(f), Arc::new(scripted), Arc::new(command)]
+}
+
+#[test]
+fn every_builtin_runner_returns_promptly_once_cancelled() {
+    let clock = ManualClock::new(Timestamp(0));
+    for runner in hanging_runners(&clock) {
+        let start = Instant::now();
+        let (ctx, mut handle) = AgentContext::new();
+        let (result, ()) = block_on(futures::future::join(
+            runner.run(request(Timestamp(u64::MAX)), ctx),
+            async {
+                assert!(handle.next().await.is_some(), "{} started", runner.name());
+                handle.cancel();
+            },
+        ));
+        assert!(
+            matches!(result, Err(AgentError::Cancelled { .. })),
+            "{}: {result:?}",
+            runner.name()
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{}",
+            runner.name()
+        );
+    }
+}
+
+#[test]
+fn run_with_deadline_times_out_every_builtin_runner_on_the_manual_clock() {
+    let clock = ManualClock::new(Timestamp(0));
+    for runner in hanging_runners(&clock) {
+        let (ctx, mut handle) = AgentContext::new();
+        let token = ctx.cancel_token().clone();
+        let deadline = clock.now().plus_millis(500);
+        let (result, ()) = block_on(futures::future::join(
+            run_with_deadline(&runner, request(deadline), ctx, &clock),
+            async {
+                assert!(handle.next().await.is_some(), "{} started", runner.name());
+                clock.advance(500);
+            },
+        ));
+        assert!(
+            matches!(&result, Err(AgentError::TimedOut { message }) if message.contains(runner.name())),
+            "{}: {result:?}",
+            runner.name()
+        );
+        assert!(token.is_cancelled());
+    }
+}
+
+#[test]
+fn arc_and_box_forward_name_availability_and_run() {
+    let inner = FnAgent::sync("off", |_| Ok(AgentOutput::new("ran"))).with_available(false);
+    let boxed: Box<dyn AgentRunner> = Box::new(inner);
+    let arced: Arc<Box<dyn AgentRunner>> = Arc::new(boxed);
+    assert_eq!(arced.name(), "off");
+    assert!(!block_on(arced.available()));
+    let (ctx, _h) = AgentContext::new();
+    let out = block_on(arced.run(request(Timestamp(u64::MAX)), ctx)).unwrap();
+    assert_eq!(out.summary, "ran");
+}
+
+#[test]
+fn a_registry_falls_back_to_direct_when_the_command_is_missing() {
+    let mut registry = Registry::new();
+    registry
+        .bind_any_phase(CommandAgent::new("llm", "milestone-no-such-llm-tool"))
+        .bind_direct_any_phase(FnAgent::sync("direct", |r| {
+            Ok(AgentOutput::new(format!("direct {}", r.work)))
+        }));
+    let role = Role::Phase(PhaseId::new("execute").unwrap());
+    let runner = block_on(registry.resolve(&role, false)).unwrap();
+    let (ctx, _h) = AgentContext::new();
+    let out = block_on(runner.run(request(Timestamp(u64::MAX)), ctx)).unwrap();
+    assert_eq!(out.summary, "direct phase execute");
+}
+
+#[test]
+fn runs_overlap_on_a_small_thread_pool_without_a_runtime() {
+    let pool = ThreadPool::builder().pool_size(2).create().unwrap();
+    let command: Arc<dyn AgentRunner> = Arc::new(
+        CommandAgent::new("nap", "sh").args(["-c", "sleep 0.4; echo '{\"summary\": \"ok\"}'"]),
+    );
+    let system = SystemClock::new();
+    let scripted: Arc<dyn AgentRunner> = Arc::new(ScriptedAgent::with_replies(
+        "sleeper",
+        Arc::new(system),
+        (0..50).map(|_| Reply::new().sleep(400).output(AgentOutput::new("ok"))),
+    ));
+    let start = Instant::now();
+    let mut runs = Vec::new();
+    for runner in std::iter::repeat_n(&command, 6).chain(std::iter::repeat_n(&scripted, 50)) {
+        let runner = Arc::clone(runner);
+        let req = request(system.now().plus_millis(60_000));
+        let handle = pool
+            .spawn_with_handle(async move {
+                let (ctx, _h) = AgentContext::new();
+                runner.run(req, ctx).map(|r| r.map(|o| o.summary)).await
+            })
+            .unwrap();
+        runs.push(handle);
+    }
+    let results = block_on(futures::future::join_all(runs));
+    assert!(
+        results.iter().all(|r| r.as_deref() == Ok("ok")),
+        "{results:?}"
+    );
+    // 56 runs of 0.4 s each on two threads: they overlapped.
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
