@@ -4,6 +4,7 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use futures::executor::block_on;
 use milestone_core::{Event, MilestoneId, MilestoneState};
@@ -525,6 +526,66 @@ fn events_fold_to_the_loaded_state_after_restore_and_reopen() {
     );
     assert_eq!(block_on(store.checkpoints(&cp)).unwrap().len(), 3);
     assert_eq!(block_on(store.load(&id)).unwrap().version, 1);
+}
+
+/// A call never gets another call's `Locked` answer: each waits its own lock timeout, counted
+/// from when it was made, and a call made after a `Locked` answer tries the lock itself. (The
+/// holder is another open file description in this process: `flock` makes it a stranger.)
+#[test]
+fn each_call_waits_for_the_lock_on_its_own() {
+    let dir = scratch();
+    let timeout = Duration::from_millis(300);
+    let store = FileStore::open_with(
+        dir.path(),
+        FileStoreOptions::default().lock_timeout(timeout),
+    )
+    .unwrap();
+    let id = mid("lk-1");
+    block_on(store.create(&testing::created("lk-1"))).unwrap();
+    let holder = fs::File::open(dir.path().join("lk-1").join("lock")).unwrap();
+    holder.lock().unwrap();
+    let timed_load = || {
+        let start = Instant::now();
+        let r = block_on(store.load(&id)).map(|l| l.version);
+        (r, start.elapsed())
+    };
+    // The second call is made while the writer waits for the lock on behalf of the first.
+    let (first, second) = std::thread::scope(|s| {
+        let first = s.spawn(timed_load);
+        std::thread::sleep(timeout / 2);
+        let second = timed_load();
+        (first.join().unwrap(), second)
+    });
+    for (name, (result, took)) in [("first", first), ("second", second)] {
+        match result {
+            Err(StoreError::Locked { waited_ms, .. }) => {
+                assert!(waited_ms >= 300, "{name} call: waited_ms {waited_ms}")
+            }
+            other => panic!("{name} call: expected Locked, got {other:?}"),
+        }
+        assert!(
+            took >= timeout,
+            "{name} call answered Locked after {took:?}"
+        );
+    }
+    // Released right after a `Locked` answer, the lock is taken by the very next call.
+    let quick = FileStore::open_with(
+        dir.path(),
+        FileStoreOptions::default().lock_timeout(Duration::from_millis(10)),
+    )
+    .unwrap();
+    let mut v = 1;
+    for round in 0..25 {
+        assert!(
+            matches!(block_on(quick.load(&id)), Err(StoreError::Locked { .. })),
+            "round {round}"
+        );
+        holder.unlock().unwrap();
+        v = block_on(quick.append(&id, v, &[testing::note(v)]))
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        holder.lock().unwrap();
+    }
+    assert_eq!(v, 26);
 }
 
 #[test]

@@ -183,30 +183,36 @@ impl Drop for LockGuard<'_> {
     }
 }
 
-/// Takes the exclusive lock on `file`, waiting at most `timeout`.
+/// Takes the exclusive lock on `file`, trying at least once and waiting until `timeout` after
+/// `since` (when the caller's request was made).
 pub(crate) fn lock<'a>(
     file: &'a File,
     path: &Path,
     id: &MilestoneId,
+    since: Instant,
     timeout: Duration,
 ) -> Result<LockGuard<'a>, StoreError> {
-    let start = Instant::now();
     let mut pause = Duration::from_micros(50);
     loop {
         match file.try_lock() {
             Ok(()) => return Ok(LockGuard { file }),
             Err(fs::TryLockError::WouldBlock) => {
-                let waited = start.elapsed();
+                let waited = since.elapsed();
                 if waited >= timeout {
-                    return Err(StoreError::Locked {
-                        id: id.clone(),
-                        waited_ms: u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
-                    });
+                    return Err(locked(id, waited));
                 }
                 std::thread::sleep(pause.min(timeout - waited));
                 pause = (pause * 2).min(Duration::from_millis(5));
             }
             Err(fs::TryLockError::Error(e)) => return Err(io_err(path, e)),
         }
+    }
+}
+
+/// [`StoreError::Locked`] for a call that waited `waited`.
+pub(crate) fn locked(id: &MilestoneId, waited: Duration) -> StoreError {
+    StoreError::Locked {
+        id: id.clone(),
+        waited_ms: u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
     }
 }

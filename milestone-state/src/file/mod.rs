@@ -20,7 +20,9 @@
 //! # How an append is made durable
 //!
 //! Each open milestone has one writer thread fed by a channel. It takes every request that is
-//! waiting, takes the milestone's `flock` (bounded wait, then [`StoreError::Locked`]), catches
+//! waiting, takes the milestone's `flock` (bounded wait, then [`StoreError::Locked`]: each call
+//! waits at most [`FileStoreOptions::lock_timeout`] counted from when it was made, and a call
+//! made after another call's `Locked` answer gets a lock attempt of its own), catches
 //! up with anything other processes appended, checks each append's expected version and
 //! applies its events to the cached state, writes all accepted lines with one `write` and one
 //! `fdatasync`, and only then answers the callers (each awaits a `futures` oneshot, so no
@@ -81,7 +83,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::channel::oneshot;
@@ -89,7 +91,7 @@ use milestone_core::{Event, MilestoneId, MilestoneState, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use self::fsutil::{IoContext, io_err, no_symlink};
-use self::writer::{Request, Writer};
+use self::writer::{Queued, Request, Writer};
 use crate::error::{StoreError, check_label};
 use crate::store::{Checkpoint, Loaded, StateStore};
 
@@ -133,7 +135,8 @@ impl FileStoreOptions {
         self
     }
     /// Wait at most this long for another process's lock before [`StoreError::Locked`]
-    /// (default 10 s).
+    /// (default 10 s), counted from when the call was made; the lock is always tried at least
+    /// once, however long the call was queued behind others.
     pub fn lock_timeout(mut self, timeout: Duration) -> Self {
         self.lock_timeout = timeout;
         self
@@ -221,7 +224,7 @@ impl Inner {
 
 #[derive(Debug)]
 struct Handle {
-    tx: mpsc::Sender<Request>,
+    tx: mpsc::Sender<Queued>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -374,7 +377,7 @@ impl FileStore {
         self.handles.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn sender(&self, id: &MilestoneId, fresh: bool) -> Result<mpsc::Sender<Request>, StoreError> {
+    fn sender(&self, id: &MilestoneId, fresh: bool) -> Result<mpsc::Sender<Queued>, StoreError> {
         let mut handles = self.handles();
         if fresh {
             if let Some(mut old) = handles.remove(id)
@@ -408,11 +411,15 @@ impl FileStore {
         make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Request,
     ) -> Result<T, StoreError> {
         let (reply, rx) = oneshot::channel();
-        let request = make(reply);
-        if let Err(mpsc::SendError(request)) = self.sender(id, false)?.send(request) {
+        // The lock wait of this call is counted from now (see `Queued`).
+        let queued = Queued {
+            at: Instant::now(),
+            request: make(reply),
+        };
+        if let Err(mpsc::SendError(queued)) = self.sender(id, false)?.send(queued) {
             // The writer stopped (its milestone was deleted or replaced): start a fresh one.
             self.sender(id, true)?
-                .send(request)
+                .send(queued)
                 .map_err(|_| stopped(&self.inner.root))?;
         }
         rx.await.map_err(|_| stopped(&self.inner.root))?

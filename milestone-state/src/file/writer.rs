@@ -2,6 +2,7 @@
 //! the milestone's lock, commits appends in groups, and keeps the cached fold of the log. See
 //! the parent module for the protocol.
 
+use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -9,11 +10,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
+use std::time::Instant;
 
 use futures::channel::oneshot;
 use milestone_core::{Event, MilestoneId, MilestoneState, Timestamp};
 
-use super::fsutil::{self, IoContext, io_err, no_symlink};
+use super::fsutil::{self, IoContext, io_err, locked, no_symlink};
 use super::log::{self, Next};
 use super::snapshot::{self, FORMAT_VERSION};
 use super::{
@@ -52,6 +54,14 @@ pub(super) enum Request {
     Snapshot(Reply<u64>),
     Export(Reply<u64>),
     Delete(Reply<()>),
+}
+
+/// A request with the time it was made: its lock wait ([`FileStoreOptions::lock_timeout`]) is
+/// counted from then, so that a request that arrives while the writer waits for the lock on
+/// behalf of earlier ones gets a wait of its own, never an earlier request's answer.
+pub(super) struct Queued {
+    pub(super) at: Instant,
+    pub(super) request: Request,
 }
 
 impl Request {
@@ -222,7 +232,7 @@ impl Writer {
         &self.inner.options
     }
 
-    pub(super) fn run(mut self, rx: mpsc::Receiver<Request>) {
+    pub(super) fn run(mut self, rx: mpsc::Receiver<Queued>) {
         while let Ok(first) = rx.recv() {
             if self.serve(first, &rx) {
                 return;
@@ -233,44 +243,64 @@ impl Writer {
     /// Serves `first` and everything that arrives while the lock is taken and the group is
     /// staged (so that a burst of appends shares one write and one fdatasync); returns true when
     /// the writer must stop.
-    fn serve(&mut self, first: Request, rx: &mpsc::Receiver<Request>) -> bool {
+    ///
+    /// Whenever requests are failed together, everything queued is taken off the channel
+    /// *before* the first answer is sent: a request made after its caller (or any caller) saw
+    /// an answer is then never failed with that answer's error, without an attempt of its own.
+    fn serve(&mut self, first: Queued, rx: &mpsc::Receiver<Queued>) -> bool {
         let lock = self.lock.clone();
-        let guard = match fsutil::lock(
-            &lock,
-            &self.lock_path,
-            &self.id,
-            self.options().lock_timeout,
-        ) {
-            Ok(g) => g,
-            Err(e) => {
-                first.fail(dup(&e));
-                while let Ok(r) = rx.try_recv() {
-                    r.fail(dup(&e));
-                }
+        let timeout = self.options().lock_timeout;
+        let mut waiting = VecDeque::from([first]);
+        let guard = loop {
+            // The request made first has the earliest deadline.
+            let Some(since) = waiting.iter().map(|q| q.at).min() else {
                 return false;
+            };
+            match fsutil::lock(&lock, &self.lock_path, &self.id, since, timeout) {
+                Ok(g) => break g,
+                Err(e) => {
+                    let now = Instant::now();
+                    waiting.extend(rx.try_iter());
+                    if !matches!(e, StoreError::Locked { .. }) {
+                        for q in waiting {
+                            q.request.fail(dup(&e));
+                        }
+                        return false;
+                    }
+                    // Only requests that have waited their whole timeout get `Locked`, each
+                    // with its own wait; the others keep waiting for the lock.
+                    let (expired, rest) = waiting
+                        .into_iter()
+                        .partition::<Vec<_>, _>(|q| now.duration_since(q.at) >= timeout);
+                    for q in expired {
+                        q.request.fail(locked(&self.id, now.duration_since(q.at)));
+                    }
+                    waiting = rest.into();
+                }
             }
         };
         let stop = match self.prepare() {
             Err((e, stop)) => {
                 self.cache = None;
-                first.fail(dup(&e));
-                while let Ok(r) = rx.try_recv() {
-                    r.fail(dup(&e));
+                waiting.extend(rx.try_iter());
+                for q in waiting {
+                    q.request.fail(dup(&e));
                 }
                 stop
             }
-            Ok(()) => self.serve_locked(first, rx),
+            Ok(()) => self.serve_locked(waiting, rx),
         };
         drop(guard);
         stop
     }
 
-    fn serve_locked(&mut self, first: Request, rx: &mpsc::Receiver<Request>) -> bool {
+    /// Serves the requests in `waiting`, then what the channel holds (up to a batch limit).
+    fn serve_locked(&mut self, mut waiting: VecDeque<Queued>, rx: &mpsc::Receiver<Queued>) -> bool {
         const MAX_BATCH: usize = 4096;
         let mut group = Group::default();
-        let mut next = Some(first);
+        let mut next = waiting.pop_front();
         let mut served = 0;
-        while let Some(request) = next.take() {
+        while let Some(Queued { request, .. }) = next.take() {
             served += 1;
             match request {
                 Request::Append {
@@ -282,21 +312,24 @@ impl Writer {
                 Request::Delete(reply) => {
                     self.flush(&mut group);
                     let result = self.delete();
-                    let deleted = result.is_ok();
-                    let _ = reply.send(result);
-                    if deleted {
-                        while let Ok(r) = rx.try_recv() {
-                            r.fail(StoreError::milestone_not_found(&self.id));
+                    if result.is_ok() {
+                        // Everything queued before the answer was for the deleted milestone.
+                        waiting.extend(rx.try_iter());
+                        let _ = reply.send(result);
+                        for q in waiting {
+                            q.request.fail(StoreError::milestone_not_found(&self.id));
                         }
                         return true;
                     }
+                    let _ = reply.send(result);
                 }
                 other => {
                     self.flush(&mut group);
                     self.serve_one(other);
                 }
             }
-            if served < MAX_BATCH {
+            next = waiting.pop_front();
+            if next.is_none() && served < MAX_BATCH {
                 next = rx.try_recv().ok();
                 if next.is_none() && !group.entries.is_empty() && self.last_group > 1 {
                     next = self.linger(rx);
@@ -310,7 +343,7 @@ impl Writer {
 
     /// Waits up to the group-commit window for one more request. Only called when the previous
     /// group had several appends (concurrent writers are about), so a lone writer never waits.
-    fn linger(&self, rx: &mpsc::Receiver<Request>) -> Option<Request> {
+    fn linger(&self, rx: &mpsc::Receiver<Queued>) -> Option<Queued> {
         let window = self.options().group_commit_window;
         if window.is_zero() {
             return None;
