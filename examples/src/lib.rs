@@ -1,1 +1,4 @@
-//! Shared helpers for the runnable examples in `examples/examples/`.
+//! The runnable examples of `milestone`, as library functions so that the test suite runs
+//! every one of them (`examples/examples/*.rs` are thin `main`s over these).
+
+pub mod kiro_demo;

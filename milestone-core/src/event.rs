@@ -409,10 +409,14 @@ impl MilestoneState {
                     to: *status,
                 });
             }
-            // Git bookkeeping may still be recorded after completion (tag, merge).
+            // Git effects are recorded after the fact: the last phase's commit, the tag and the
+            // merge necessarily follow completion, so a final milestone still takes them.
             if !matches!(
                 event,
-                Event::Tagged { .. } | Event::Merged { .. } | Event::CheckpointRecorded { .. }
+                Event::PhaseCommitted { .. }
+                    | Event::Tagged { .. }
+                    | Event::Merged { .. }
+                    | Event::CheckpointRecorded { .. }
             ) {
                 return Err(refused(
                     event,

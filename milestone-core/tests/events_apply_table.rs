@@ -230,7 +230,7 @@ fn events_that_do_not_fit_are_refused_and_change_nothing() {
     check(x, &[ask(&[Retry])], status(Active), "event status-changed refused: use intervention-answered to leave awaiting-intervention");
     check(x, &[ask(&[Retry])], status(Cancelled), "ok");
     check(x, &[status(Failed)], status(Blocked), "milestone: cannot go from failed to blocked");
-    // Final milestones refuse everything except git bookkeeping and checkpoints.
+    // Final milestones refuse everything except recording git effects and checkpoints.
     check(x, &[status(Cancelled)], status(Active), "milestone: cannot go from cancelled to active");
     check(x, &[status(Cancelled)], start("design", 1), "event item-started refused: the milestone is cancelled");
     check(x, &[status(Cancelled)], tasks(&[("c", &[])]), "event tasks-added refused: the milestone is cancelled");
@@ -239,7 +239,12 @@ fn events_that_do_not_fit_are_refused_and_change_nothing() {
     let mut complete = all_phases_done();
     complete.push(status(Completed));
     check(x, &complete, Event::Merged { at: T, commit: "m1".into() }, "ok");
-    check(x, &complete, commit("design"), "event phase-committed refused: the milestone is completed");
+    // The last phase's commit is recorded after completion; a second one is still refused.
+    check(x, &complete, commit("design"), "ok");
+    let mut committed = complete.clone();
+    committed.push(commit("execute"));
+    check(x, &committed, commit("execute"), "event phase-committed refused: phase execute is already committed");
+    check(x, &complete, Event::BranchCreated { at: T, branch: "b".into(), base: "main".into() }, "event branch-created refused: the milestone is completed");
     check(x, &complete, status(Failed), "milestone: cannot go from completed to failed");
     // Interventions.
     check(x, &[], ask(&[]), "event intervention-requested refused: an intervention needs at least one option");

@@ -1,0 +1,22 @@
+//! The main demo: a full KIRO milestone from planning to a tag.
+//!
+//! ```text
+//! cargo run --example kiro_demo
+//! ```
+//!
+//! The store goes under `target/kiro_demo/` (kept, so you can look at `events.jsonl` and
+//! `state.json`); the git repository is made in a temporary directory and removed at the end.
+
+use std::error::Error;
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let target = std::env::var_os("CARGO_TARGET_DIR").unwrap_or_else(|| "target".into());
+    let store_root = std::path::Path::new(&target).join("kiro_demo");
+    let repo = tempfile::tempdir()?;
+    let mut out = std::io::stdout().lock();
+    let summary = milestone_examples::kiro_demo::run(&mut out, &store_root, repo.path())?;
+    if summary.outcome != "completed" {
+        return Err(format!("the milestone did not complete: {}", summary.outcome).into());
+    }
+    Ok(())
+}
