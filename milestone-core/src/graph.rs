@@ -514,12 +514,19 @@ impl WorkGraph {
 /// [`Problems`] as for [`WorkGraph::new`]: duplicate ids, unknown dependencies,
 /// self-dependencies and cycles, all at once.
 pub fn order_tasks(tasks: &[TaskSpec]) -> Result<Vec<TaskSpec>, Problems> {
-    let batch = check_batch(&mut HashMap::new(), 0, tasks)?;
-    Ok(batch
-        .order
-        .iter()
-        .map(|&i| tasks[i as usize].clone())
+    Ok(task_order(tasks)?
+        .into_iter()
+        .map(|i| tasks[i].clone())
         .collect())
+}
+
+/// [`order_tasks`] as positions into `tasks`, without cloning any task.
+///
+/// # Errors
+/// As [`order_tasks`].
+pub fn task_order(tasks: &[TaskSpec]) -> Result<Vec<usize>, Problems> {
+    let batch = check_batch(&mut HashMap::new(), 0, tasks)?;
+    Ok(batch.order.iter().map(|&i| i as usize).collect())
 }
 
 /// Checks a batch of tasks against the tasks already present, reporting every problem.

@@ -48,8 +48,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, HashMap};
+use std::cmp::Ordering;
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -395,92 +395,27 @@ pub fn aggregate(analyses: Analyses) -> MilestonePlan {
     }
 }
 
-/// The dependency graph of a plan's tasks over dense indices: task `i` depends on
-/// `deps[start[i]..start[i + 1]]`. Unknown dependencies and self-dependencies are left out (they
-/// are reported as problems); a duplicate id resolves to its first task.
-struct TaskGraph {
-    start: Vec<usize>,
-    deps: Vec<usize>,
-}
-
-impl TaskGraph {
-    fn deps_of(&self, i: usize) -> &[usize] {
-        &self.deps[self.start[i]..self.start[i + 1]]
-    }
-
-    fn len(&self) -> usize {
-        self.start.len() - 1
-    }
-}
-
-/// Checks the tasks' structure (ids unique, dependencies known, no self-dependency, no cycle),
-/// pushing problems onto `out`, and returns their graph.
-fn task_structure(tasks: &[TaskSpec], out: &mut Vec<Problem>) -> TaskGraph {
-    let mut index: HashMap<&str, usize> = HashMap::with_capacity(tasks.len());
-    for (i, t) in tasks.iter().enumerate() {
-        if let Some(&first) = index.get(t.id.as_str()) {
-            out.push(Problem::new(
-                format!("plan.tasks[{i}].id"),
-                ProblemKind::DuplicateId,
-                format!(
-                    "task id {:?} is already used by plan.tasks[{first}]",
-                    t.id.as_str()
-                ),
-            ));
-        } else {
-            index.insert(t.id.as_str(), i);
+/// Checks the tasks' structure by the work graph's rules ([`crate::graph::task_order`]: ids
+/// unique, dependencies known, no self-dependency, no cycle), pushing problems onto `out` with
+/// locations under `plan.`; returns the tasks' dependency order when there is none.
+fn task_structure(tasks: &[TaskSpec], out: &mut Vec<Problem>) -> Option<Vec<usize>> {
+    match crate::graph::task_order(tasks) {
+        Ok(order) => Some(order),
+        Err(problems) => {
+            out.extend(problems.0.into_iter().map(|mut p| {
+                p.location = format!("plan.{}", p.location);
+                p.message = p.message.replace("tasks[", "plan.tasks[");
+                p
+            }));
+            None
         }
     }
-    let edges: usize = tasks.iter().map(|t| t.dependencies.len()).sum();
-    let mut graph = TaskGraph {
-        start: Vec::with_capacity(tasks.len() + 1),
-        deps: Vec::with_capacity(edges),
-    };
-    graph.start.push(0);
-    for (i, t) in tasks.iter().enumerate() {
-        for (j, d) in t.dependencies.iter().enumerate() {
-            if *d == t.id {
-                out.push(Problem::new(
-                    format!("plan.tasks[{i}].dependencies[{j}]"),
-                    ProblemKind::SelfDependency,
-                    format!("task {:?} depends on itself", t.id.as_str()),
-                ));
-                continue;
-            }
-            match index.get(d.as_str()) {
-                Some(&k) => graph.deps.push(k),
-                None => out.push(Problem::new(
-                    format!("plan.tasks[{i}].dependencies[{j}]"),
-                    ProblemKind::UnknownDependency,
-                    format!(
-                        "task {:?} depends on unknown task {:?}",
-                        t.id.as_str(),
-                        d.as_str()
-                    ),
-                )),
-            }
-        }
-        graph.start.push(graph.deps.len());
-    }
-    if let Some(cycle) = crate::dag::find_cycle(graph.len(), |i| graph.deps_of(i).iter().copied()) {
-        let mut path: Vec<&str> = cycle.iter().map(|&i| tasks[i].id.as_str()).collect();
-        path.push(tasks[cycle[0]].id.as_str());
-        out.push(Problem::new(
-            format!("plan.tasks[{}].dependencies", cycle[0]),
-            ProblemKind::Cycle,
-            format!(
-                "dependency cycle (each depends on the next): {}",
-                path.join(" -> ")
-            ),
-        ));
-    }
-    graph
 }
 
 /// Problems a plan has whatever its workflow: the tasks' structure, and no phase estimated
 /// twice. Pushes onto `out` and returns the task graph.
-fn structure_problems(plan: &MilestonePlan, out: &mut Vec<Problem>) -> TaskGraph {
-    let graph = task_structure(&plan.tasks, out);
+fn structure_problems(plan: &MilestonePlan, out: &mut Vec<Problem>) -> Option<Vec<usize>> {
+    let order = task_structure(&plan.tasks, out);
     if let Some(est) = &plan.estimates {
         let mut seen: HashMap<&str, usize> = HashMap::with_capacity(est.phases.len());
         for (i, e) in est.phases.iter().enumerate() {
@@ -497,45 +432,7 @@ fn structure_problems(plan: &MilestonePlan, out: &mut Vec<Problem>) -> TaskGraph
             }
         }
     }
-    graph
-}
-
-/// A stable topological order of `graph` (dependencies first; among tasks ready together the
-/// earliest index first), or `None` when it has a cycle.
-fn dependency_order(graph: &TaskGraph) -> Option<Vec<usize>> {
-    let n = graph.len();
-    // Reverse adjacency (dependents) in the same compact layout.
-    let mut count = vec![0usize; n + 1];
-    for &d in &graph.deps {
-        count[d + 1] += 1;
-    }
-    for i in 0..n {
-        count[i + 1] += count[i];
-    }
-    let mut fill = count.clone();
-    let mut dependents = vec![0usize; graph.deps.len()];
-    let mut indegree = vec![0usize; n];
-    for (i, deg) in indegree.iter_mut().enumerate() {
-        let deps = graph.deps_of(i);
-        *deg = deps.len();
-        for &d in deps {
-            dependents[fill[d]] = i;
-            fill[d] += 1;
-        }
-    }
-    let mut ready: BinaryHeap<Reverse<usize>> =
-        (0..n).filter(|&i| indegree[i] == 0).map(Reverse).collect();
-    let mut order = Vec::with_capacity(n);
-    while let Some(Reverse(i)) = ready.pop() {
-        order.push(i);
-        for &j in &dependents[count[i]..count[i + 1]] {
-            indegree[j] -= 1;
-            if indegree[j] == 0 {
-                ready.push(Reverse(j));
-            }
-        }
-    }
-    (order.len() == n).then_some(order)
+    order
 }
 
 fn missing(location: &str, what: &str) -> Problem {
@@ -578,7 +475,11 @@ pub fn validate_plan(plan: &MilestonePlan, workflow: &Workflow) -> Result<(), Pr
 }
 
 /// [`validate_plan`] pushing onto `out`, returning the task graph for reuse.
-fn validate_into(plan: &MilestonePlan, workflow: &Workflow, out: &mut Vec<Problem>) -> TaskGraph {
+fn validate_into(
+    plan: &MilestonePlan,
+    workflow: &Workflow,
+    out: &mut Vec<Problem>,
+) -> Option<Vec<usize>> {
     if plan.scope.is_none() {
         out.push(missing("plan.scope", "scope analysis"));
     }
@@ -660,26 +561,9 @@ fn validate_into(plan: &MilestonePlan, workflow: &Workflow, out: &mut Vec<Proble
     structure_problems(plan, out)
 }
 
-/// The plan's tasks in dependency order: each after all its dependencies, and otherwise in plan
-/// order (stable: among tasks ready at the same time the earliest in the plan comes first).
-/// Dependencies the plan does not know are ignored; `None` when the tasks form a cycle.
-/// O(n log n + edges).
-pub fn tasks_in_dependency_order(tasks: &[TaskSpec]) -> Option<Vec<TaskSpec>> {
-    let mut problems = Vec::new();
-    let graph = task_structure(tasks, &mut problems);
-    if problems
-        .iter()
-        .any(|p| p.kind == ProblemKind::SelfDependency)
-    {
-        return None;
-    }
-    let order = dependency_order(&graph)?;
-    Some(order.into_iter().map(|i| tasks[i].clone()).collect())
-}
-
 /// The events that move a milestone in planning mode with a recorded plan into execution:
 /// [`Event::ExecutionStarted`], then — when the plan has tasks — [`Event::TasksAdded`] with them
-/// in dependency order ([`tasks_in_dependency_order`]), both at `at`.
+/// in dependency order ([`crate::graph::order_tasks`]), both at `at`.
 ///
 /// Checks first, reporting every problem at once: the milestone is in planning mode
 /// (`mode`) and active (`status`), a plan is recorded (`plan`), the plan is valid for the
@@ -709,7 +593,7 @@ pub fn start_execution(state: &MilestoneState, at: Timestamp) -> Result<Vec<Even
         out.push(missing("plan", "recorded plan: run planning first"));
         return Err(Problems(out));
     };
-    let graph = validate_into(plan, state.workflow(), &mut out);
+    let order = validate_into(plan, state.workflow(), &mut out);
     for (i, t) in plan.tasks.iter().enumerate() {
         if state.task(t.id.as_str()).is_some() {
             out.push(Problem::new(
@@ -727,8 +611,8 @@ pub fn start_execution(state: &MilestoneState, at: Timestamp) -> Result<Vec<Even
     }
     let mut events = vec![Event::ExecutionStarted { at }];
     if !plan.tasks.is_empty() {
-        // Validation proved the tasks acyclic, so the order exists.
-        let Some(order) = dependency_order(&graph) else {
+        // Validation found no problem, so the order exists.
+        let Some(order) = order else {
             return Err(Problems(vec![Problem::new(
                 "plan.tasks",
                 ProblemKind::Cycle,

@@ -2,7 +2,7 @@
 
 use milestone_core::plan::{
     Estimates, Level, MilestonePlan, PhaseEstimate, Risk, ScopeAnalysis, initial_execution_state,
-    start_execution, tasks_in_dependency_order, validate_plan,
+    start_execution, validate_plan,
 };
 use milestone_core::{
     Event, KiroItem, KiroStrategy, MilestoneId, MilestoneState, MilestoneStatus, Mode, PhaseId,
@@ -245,7 +245,7 @@ fn planning_state(plan: Option<MilestonePlan>) -> MilestoneState {
 }
 
 #[test]
-fn execution_starts_with_tasks_in_dependency_order() {
+fn execution_starts_with_order_tasks_ok() {
     let state = planning_state(Some(valid_plan()));
     let events = start_execution(&state, Timestamp(20)).unwrap();
     assert_eq!(events.len(), 2);
@@ -329,7 +329,7 @@ fn nothing_starts_while_anything_is_wrong() {
 #[test]
 fn dependency_order_table() {
     fn check_order(tasks: &[TaskSpec], expected: Option<&[&str]>) {
-        let got = tasks_in_dependency_order(tasks).map(|v| {
+        let got = order_tasks_ok(tasks).map(|v| {
             v.iter()
                 .map(|t| t.id.as_str().to_owned())
                 .collect::<Vec<_>>()
@@ -350,7 +350,8 @@ fn dependency_order_table() {
         ],
         Some(&["x", "y", "d", "c"]),
     );
-    check_order(&[task("a", &["zz"])], Some(&["a"]));
+    // Unknown dependencies are a problem, not something to order around.
+    check_order(&[task("a", &["zz"])], None);
     check_order(&[task("a", &["b"]), task("b", &["a"])], None);
     check_order(&[task("a", &["a"])], None);
 }
@@ -411,7 +412,12 @@ proptest! {
             }
         }
         // Stability: a plan already in dependency order is kept as is.
-        let sorted = tasks_in_dependency_order(&tasks).unwrap();
-        prop_assert_eq!(tasks_in_dependency_order(&sorted).unwrap(), sorted);
+        let sorted = order_tasks_ok(&tasks).unwrap();
+        prop_assert_eq!(order_tasks_ok(&sorted).unwrap(), sorted);
     }
+}
+
+/// The work graph's ordering, as the plan's transition uses it; `None` on any problem.
+fn order_tasks_ok(tasks: &[TaskSpec]) -> Option<Vec<TaskSpec>> {
+    milestone_core::graph::order_tasks(tasks).ok()
 }
