@@ -8,18 +8,20 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use milestone_benches::graph_workloads::{chain, independent, layered_n};
+use milestone_benches::workloads::{chain, independent, layered};
 use milestone_core::graph::{ReadyTracker, WorkGraph, order_tasks};
 use milestone_core::{Event, MilestoneId, MilestoneState, TaskSpec, Timestamp, Workflow};
 
 const SIZES: [usize; 2] = [10_000, 100_000];
 
 fn workload(name: &str, n: usize) -> Vec<TaskSpec> {
+    let n = u32::try_from(n).expect("benchmark sizes fit in u32");
     match name {
         "w1-independent" => independent(n),
         "w2-chain" => chain(n),
-        _ => layered_n(n),
+        _ => layered(n),
     }
+    .task_specs()
     .expect("generated ids are valid")
 }
 

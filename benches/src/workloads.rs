@@ -11,6 +11,8 @@
 //! assert!(w3.deps[200..].iter().all(|d| d.len() == 3));
 //! ```
 
+use milestone_core::{IdError, TaskId, TaskSpec};
+
 /// A task graph: task `i` depends on the tasks `deps[i]`, all of which come before it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Workload {
@@ -31,51 +33,84 @@ impl Workload {
         self.deps.is_empty()
     }
 
+    /// The workload as task specs `t0`, `t1`, … (each after its dependencies), with estimates
+    /// that vary a little so that critical paths are not all ties.
+    ///
+    /// # Errors
+    /// Never for these generated ids; the `Result` keeps `IdError` visible rather than hidden.
+    pub fn task_specs(&self) -> Result<Vec<TaskSpec>, IdError> {
+        let ids: Vec<TaskId> = (0..self.deps.len())
+            .map(|i| TaskId::new(format!("t{i}")))
+            .collect::<Result<_, _>>()?;
+        Ok(self
+            .deps
+            .iter()
+            .enumerate()
+            .map(|(i, deps)| {
+                let mut t = TaskSpec::new(ids[i].clone(), format!("Task {i}"));
+                t.estimate_ms = Some(1_000 + (i as u64 % 7) * 250);
+                t.dependencies = deps.iter().map(|&d| ids[d as usize].clone()).collect();
+                t
+            })
+            .collect())
+    }
+
     /// How many dependency edges it has.
     pub fn edges(&self) -> usize {
         self.deps.iter().map(Vec::len).sum()
     }
 }
 
-/// W1: 10,000 independent tasks.
-pub fn w1() -> Workload {
+/// `n` independent tasks (W1 at `n` = 10,000).
+pub fn independent(n: u32) -> Workload {
     Workload {
         name: "W1",
-        deps: vec![Vec::new(); 10_000],
+        deps: vec![Vec::new(); n as usize],
     }
 }
 
-/// W2: a chain of 2,000 tasks, each depending on the one before.
-pub fn w2() -> Workload {
+/// A chain of `n` tasks, each depending on the one before (W2 at `n` = 2,000).
+pub fn chain(n: u32) -> Workload {
     Workload {
         name: "W2",
-        deps: (0..2_000u32)
+        deps: (0..n)
             .map(|i| if i == 0 { Vec::new() } else { vec![i - 1] })
             .collect(),
     }
 }
 
-/// W3: 50 layers of 200 tasks; task `j` of a layer depends on tasks `j`, `j + 67` and
-/// `j + 133` (modulo 200) of the layer before: three distinct tasks, spread over the layer.
-pub fn w3() -> Workload {
-    const LAYERS: u32 = 50;
+/// Layers of 200 tasks, `n` tasks in all (the last layer may be partial); task `j` of a layer
+/// depends on tasks `j`, `j + 67` and `j + 133` (modulo 200) of the layer before: three distinct
+/// tasks, spread over the layer (W3 at `n` = 10,000).
+pub fn layered(n: u32) -> Workload {
     const WIDTH: u32 = 200;
-    let mut deps = Vec::with_capacity((LAYERS * WIDTH) as usize);
-    for layer in 0..LAYERS {
-        for j in 0..WIDTH {
+    let deps = (0..n)
+        .map(|i| {
+            let (layer, j) = (i / WIDTH, i % WIDTH);
             if layer == 0 {
-                deps.push(Vec::new());
+                Vec::new()
             } else {
                 let base = (layer - 1) * WIDTH;
-                deps.push(vec![
-                    base + j,
-                    base + (j + 67) % WIDTH,
-                    base + (j + 133) % WIDTH,
-                ]);
+                vec![base + j, base + (j + 67) % WIDTH, base + (j + 133) % WIDTH]
             }
-        }
-    }
+        })
+        .collect();
     Workload { name: "W3", deps }
+}
+
+/// W1: 10,000 independent tasks.
+pub fn w1() -> Workload {
+    independent(10_000)
+}
+
+/// W2: a chain of 2,000 tasks, each depending on the one before.
+pub fn w2() -> Workload {
+    chain(2_000)
+}
+
+/// W3: 50 layers of 200 tasks, each depending on 3 tasks of the layer before.
+pub fn w3() -> Workload {
+    layered(10_000)
 }
 
 /// W1, W2 and W3.
