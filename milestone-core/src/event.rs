@@ -537,17 +537,17 @@ impl MilestoneState {
             }
             Event::StatusChanged { status, .. } => {
                 check_milestone_transition(self.data.status, *status)?;
-                if *status == MilestoneStatus::Completed && !self.all_phases_completed() {
+                if *status == MilestoneStatus::Completed && !self.all_phases_done() {
                     let open: Vec<&str> = self
                         .data
                         .phases
                         .iter()
-                        .filter(|p| p.item.status != ItemStatus::Completed)
+                        .filter(|p| !p.item.status.is_done())
                         .map(|p| p.id.as_str())
                         .collect();
                     return Err(refused(
                         event,
-                        format!("phases not completed: {}", open.join(", ")),
+                        format!("phases neither completed nor skipped: {}", open.join(", ")),
                     ));
                 }
                 if *status == MilestoneStatus::AwaitingIntervention {

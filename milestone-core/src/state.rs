@@ -770,15 +770,12 @@ impl MilestoneState {
             }
         }
         if data.status == MilestoneStatus::Completed
-            && data
-                .phases
-                .iter()
-                .any(|p| p.item.status != ItemStatus::Completed)
+            && data.phases.iter().any(|p| !p.item.status.is_done())
         {
             problems.push(Problem::new(
                 "status",
                 ProblemKind::Inconsistent,
-                "the milestone is completed but not every phase is",
+                "the milestone is completed but a phase is neither completed nor skipped",
             ));
         }
         let awaiting = data.status == MilestoneStatus::AwaitingIntervention;
@@ -917,6 +914,13 @@ impl MilestoneState {
         let bp = self.task_done * 10_000 / self.task_total;
         Some(Progress::from_basis_points(bp as u32))
     }
+    /// Whether every phase is done: completed, or skipped by a degraded run or the host. A
+    /// milestone completes when this holds; it is *fully* complete (100 %) only when
+    /// [`MilestoneState::all_phases_completed`] also does.
+    pub fn all_phases_done(&self) -> bool {
+        self.data.phases.iter().all(|p| p.item.status.is_done())
+    }
+
     /// Whether every phase is completed.
     pub fn all_phases_completed(&self) -> bool {
         self.data

@@ -409,7 +409,7 @@ fn recovery_steps() {
             .optional("a")
             .acts("a", &[Fail(Permanent)])
             .order(&[Degrade]),
-        &format!("{SEQ} +a1 x:a:permanent skip:a +b1 ok:b status:failed =failed:phase a:1"),
+        &format!("{SEQ} +a1 x:a:permanent skip:a +b1 ok:b status:completed =completed"),
     );
     check(
         one().acts("a", &[Fail(Transient)]).order(&[Intervene]),
@@ -458,7 +458,7 @@ fn intervention_answers() {
             .order(&[Intervene])
             .answers(&[Decision::Skip]),
         &format!(
-            "{SEQ} +a1 x:a:permanent ask:a answer:skip skip:a +b1 ok:b status:failed =failed:phase a:1"
+            "{SEQ} +a1 x:a:permanent ask:a answer:skip skip:a +b1 ok:b status:completed =completed"
         ),
     );
     check(

@@ -222,8 +222,8 @@ fn events_that_do_not_fit_are_refused_and_change_nothing() {
     check(x, &[block("design")], retry("design", 1), "ok");
     check(x, &[], retry("t:zz", 1), "task zz: no such item in this milestone");
     // Milestone status.
-    check(x, &[], status(Completed), "event status-changed refused: phases not completed: design, spec, task, execute");
-    check(x, &[start("design", 1), done("design")], status(Completed), "event status-changed refused: phases not completed: spec, task, execute");
+    check(x, &[], status(Completed), "event status-changed refused: phases neither completed nor skipped: design, spec, task, execute");
+    check(x, &[start("design", 1), done("design")], status(Completed), "event status-changed refused: phases neither completed nor skipped: spec, task, execute");
     check(x, &all_phases_done(), status(Completed), "ok");
     check(x, &[], status(Active), "milestone: cannot go from active to active");
     check(x, &[], status(AwaitingIntervention), "event status-changed refused: use intervention-requested to await an intervention");

@@ -31,9 +31,10 @@
 //!   full jitter (not for permanent errors), rollback to the last checkpoint, a degraded
 //!   attempt (`degraded: true` on the start; an optional phase is skipped instead), manual
 //!   intervention. When no step applies, the milestone fails naming the item, its attempts
-//!   and the last error. A skipped phase still counts as done for its dependents, but a
-//!   milestone completes only when every phase is completed: once everything else is done, a
-//!   milestone with a skipped phase fails naming it.
+//!   and the last error. A skipped phase counts as done for its dependents, and a
+//!   milestone whose phases are all completed or skipped completes *degraded*: its
+//!   `status-changed` reason names the skipped phases, and its progress stays short of 100 % by
+//!   their weight (100 % means every phase completed).
 //! - **Git.** A checkpoint at execution start and after every phase, a commit command when a
 //!   phase completes, a tag (and a merge when configured) when the milestone completes. The
 //!   engine keeps the state of the last phase-boundary checkpoint for rollback (one O(items)
