@@ -684,9 +684,22 @@ impl MilestoneState {
                 limit: MAX_STATE_JSON,
             });
         }
-        crate::load::check_schema_version("milestone state", json, SCHEMA_VERSION)?;
-        let data: StateData = serde_json::from_str(json)
-            .map_err(|e| crate::load::malformed("milestone state", &e))?;
+        // One parse on the happy path; the version is probed only to explain a failure, so that a
+        // document from a newer version says so rather than naming a field this build lacks.
+        let data: StateData = match serde_json::from_str(json) {
+            Ok(data) => data,
+            Err(e) => {
+                crate::load::check_schema_version("milestone state", json, SCHEMA_VERSION)?;
+                return Err(crate::load::malformed("milestone state", &e));
+            }
+        };
+        if data.schema_version == 0 || data.schema_version > SCHEMA_VERSION {
+            return Err(LoadError::UnsupportedSchema {
+                what: "milestone state",
+                found: data.schema_version,
+                supported: SCHEMA_VERSION,
+            });
+        }
         MilestoneState::from_data(data).map_err(|problems| LoadError::Invalid {
             what: "milestone state",
             problems,
