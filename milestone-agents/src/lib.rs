@@ -69,6 +69,7 @@ pub mod command;
 pub mod context;
 pub mod dispatch;
 pub mod fn_agent;
+pub mod orchestrator;
 pub mod output;
 pub mod registry;
 pub mod request;
@@ -81,6 +82,9 @@ pub use command::CommandAgent;
 pub use context::{AgentContext, CancelToken, Cancelled, ContextHandle, Report, ReportSink};
 pub use dispatch::{Dispatched, dispatch};
 pub use fn_agent::FnAgent;
+pub use orchestrator::{
+    Orchestrator, OrchestratorBuilder, OrchestratorError, PlanSpec, Report as RunReport,
+};
 pub use output::{AgentError, AgentOutput, result_input};
 pub use registry::{Registry, RegistryError, Resolved, RunnerSource};
 pub use request::{AgentRequest, PROTOCOL_VERSION, role_name};
