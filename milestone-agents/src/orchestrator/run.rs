@@ -36,6 +36,9 @@ use crate::runner::{AgentRunner, run_with_deadline};
 /// still gets its starts out promptly.
 const MAX_BATCH: usize = 1024;
 
+/// How long runs cancelled at the end of a call get to return, in milliseconds.
+const CANCEL_GRACE_MS: u64 = 1_000;
+
 /// What a call produced.
 pub(crate) struct Done {
     pub(crate) report: Report,
@@ -356,10 +359,16 @@ impl<'a> Drive<'a> {
                 }
             }
         }
+        // Runs still in flight (cancelled ones, late ones) are told to stop and given a short
+        // grace period to return, as the runner contract asks; then they are dropped.
         for token in drive.tokens.values() {
             token.cancel();
         }
-        drop(runs);
+        if !runs.is_empty() {
+            let drain = runs.for_each(|_| futures::future::ready(()));
+            let grace = inner.clock.sleep(CANCEL_GRACE_MS);
+            futures::future::select(Box::pin(drain), grace).await;
+        }
         Ok(drive.finish())
     }
 
