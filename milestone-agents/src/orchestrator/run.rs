@@ -287,6 +287,7 @@ impl<'a> Drive<'a> {
         let mut acc = Step::default();
         let mut scratch = Step::default();
         loop {
+            drive.read_clock();
             while let Some(input) = drive.inputs.pop_front() {
                 drive.feed(input, &mut scratch, &mut acc)?;
             }
@@ -335,6 +336,7 @@ impl<'a> Drive<'a> {
                 Poll::Pending
             })
             .await;
+            drive.read_clock();
             match woke {
                 Woke::Report(w, a, r) => drive.inputs.push_back(r.into_input(w, a)),
                 Woke::Done(d) => drive.finish_run(d),
@@ -372,10 +374,16 @@ impl<'a> Drive<'a> {
         Ok(drive.finish())
     }
 
-    fn now(&mut self) -> Timestamp {
+    /// Reads the clock (once per batch: every input of a batch is handled at one time).
+    fn read_clock(&mut self) -> Timestamp {
         let now = self.inner.clock.now().max(self.last_now);
         self.last_now = now;
         now
+    }
+
+    /// The time of the current batch.
+    fn now(&mut self) -> Timestamp {
+        self.last_now
     }
 
     /// Hands one input to the engine, collecting its step into `acc`. Late news about runs the
@@ -622,7 +630,7 @@ impl<'a> Drive<'a> {
         }
         let done = git.commit_phase(&self.id, phase, &self.title).await?;
         self.metrics.git_operations += 1;
-        let at = self.now();
+        let at = self.read_clock();
         self.append(&[Event::PhaseCommitted {
             at,
             phase: phase.clone(),
@@ -642,7 +650,7 @@ impl<'a> Drive<'a> {
         }
         git.tag_completion(&self.id, &self.title).await?;
         self.metrics.git_operations += 1;
-        let at = self.now();
+        let at = self.read_clock();
         self.append(&[Event::Tagged {
             at,
             tag: tag_of(&self.id),
@@ -666,7 +674,7 @@ impl<'a> Drive<'a> {
             _ => git.backend().resolve(&Revision::branch(git.base())).await?,
         };
         self.metrics.git_operations += 1;
-        let at = self.now();
+        let at = self.read_clock();
         self.append(&[Event::Merged {
             at,
             commit: commit.as_str().to_owned(),
@@ -711,7 +719,7 @@ impl<'a> Drive<'a> {
             from: work,
             data: serde_json::json!({ "conflicts": paths }),
         }];
-        let now = self.now();
+        let now = self.read_clock();
         request.deadline = now.plus_millis(milestone_core::workflow::DEFAULT_TIMEOUT_MS);
         request.idempotency_key = IdempotencyKey(conflict_key(&self.id));
         let ctx = AgentContext::detached(CancelToken::new());
@@ -738,7 +746,7 @@ impl<'a> Drive<'a> {
     }
 
     fn finish(mut self) -> Done {
-        let now = self.now();
+        let now = self.read_clock();
         self.metrics.finished_at = now;
         let state = self.engine.state();
         let plan = match self.outcome {
