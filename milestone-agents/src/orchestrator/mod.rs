@@ -8,7 +8,7 @@
 //! **carries out its commands**: starts runs (resolved through the [`Registry`], answered from
 //! the [`ResultCache`] when the result is reusable), cancels runs, snapshots the store at
 //! checkpoints, commits phases, tags and merges through one git coordinator
-//! ([`MilestoneGit`](milestone_git::MilestoneGit), whose lock serialises every git operation),
+//! ([`MilestoneGit`], whose lock serialises every git operation),
 //! sleeps until the engine's next timer, asks the host's [`QualityGate`], and pauses for an
 //! intervention. Progress reports, hand-offs, results, failures and timeouts flow back into the
 //! engine as inputs. Inputs that arrive together are handled together and their events
@@ -28,7 +28,7 @@
 //! use milestone_agents::orchestrator::{Orchestrator, PlanSpec};
 //! use milestone_agents::{AgentOutput, FnAgent, Registry};
 //! use milestone_core::engine::Role;
-//! use milestone_core::{Artifact, ArtifactBody, MilestoneId, MilestoneStatus};
+//! use milestone_core::{Artifact, ArtifactBody, MilestoneId, MilestoneStatus, Workflow};
 //! use milestone_state::InMemory;
 //!
 //! let mut registry = Registry::new();
@@ -50,17 +50,13 @@
 //! for role in [Role::Scope, Role::Estimation, Role::Risk, Role::KiroStrategy] {
 //!     registry.bind_direct(role, FnAgent::sync("analyst", analysis));
 //! }
-//! // Execution: every phase directly, naming its expected outputs.
+//! // Execution: every phase directly, naming the expected outputs its quality gate checks.
 //! registry.bind_direct_any_phase(FnAgent::sync("direct", |req| {
-//!     let names: &[&str] = match req.work.to_string().as_str() {
-//!         "phase design" => &["design decisions", "architecture diagrams", "pattern analysis"],
-//!         "phase spec" => &["technical specs", "API contracts", "data models"],
-//!         "phase task" => &["task list", "dependency graph", "execution roadmap"],
-//!         _ => &["implemented code", "test results", "validation reports"],
-//!     };
+//!     let phase = req.work.to_string().replace("phase ", "");
+//!     let expected = Workflow::kiro().phase(&phase).map(|p| p.expected_outputs.clone());
 //!     let mut out = AgentOutput::new("done");
-//!     for n in names {
-//!         out = out.with_artifact(Artifact { name: n.to_string(), kind: "doc".into(),
+//!     for name in expected.unwrap_or_default() {
+//!         out = out.with_artifact(Artifact { name, kind: "doc".into(),
 //!             body: ArtifactBody::Inline(String::new()) });
 //!     }
 //!     Ok(out)
