@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use futures::executor::block_on;
 use futures::{FutureExt, StreamExt};
-use milestone_agents::orchestrator::{InMemoryCache, Orchestrator, OrchestratorError, PlanSpec};
+use milestone_agents::orchestrator::{
+    InMemoryCache, Notice, Orchestrator, OrchestratorError, PlanSpec,
+};
 use milestone_agents::{AgentOutput, FnAgent, Registry};
 use milestone_core::engine::{Outcome, Role};
 use milestone_core::{Event, MilestoneId, MilestoneStatus, Mode, ProblemKind, Progress};
@@ -59,10 +61,15 @@ fn plan_transition_execute_in_memory_with_git() {
     let log = RunLog::default();
     let store = Arc::new(InMemory::new());
     let git = repo();
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let h = heard.clone();
     let orchestrator = Orchestrator::builder()
         .registry(registry(&log))
         .store(store.clone())
         .git(git.clone(), main_branch())
+        .listener(Arc::new(move |n: &Notice| {
+            h.lock().unwrap().push(n.event.kind().to_owned())
+        }))
         .build()
         .unwrap();
     let mut notices = orchestrator.subscribe();
@@ -117,6 +124,10 @@ fn plan_transition_execute_in_memory_with_git() {
     drop(orchestrator);
     let seen: Vec<u64> = block_on(notices.by_ref().map(|n| n.version).collect::<Vec<_>>());
     assert_eq!(seen, (1..=stored.version).collect::<Vec<_>>());
+    let heard = heard.lock().unwrap().clone();
+    assert_eq!(heard.len() as u64, stored.version);
+    assert_eq!(heard.first().map(String::as_str), Some("created"));
+    assert_eq!(heard.iter().filter(|k| *k == "phase-committed").count(), 4);
 }
 
 #[test]

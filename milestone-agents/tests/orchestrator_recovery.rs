@@ -313,6 +313,13 @@ fn cancel_stops_a_running_execution_and_its_runs() {
         while !started.load(Ordering::SeqCst) {
             yield_now().await;
         }
+        // A progress snapshot while the spec runs: design (15 %) is done.
+        let snapshot = orchestrator.progress(&m).await?;
+        assert_eq!(
+            snapshot.overall,
+            milestone_core::Progress::from_basis_points(1_500)
+        );
+        assert_eq!(snapshot.status, MilestoneStatus::Active);
         orchestrator.cancel(&m).await
     };
     let (report, cancelled) = block_on(futures::future::join(orchestrator.execute(&m), canceller));
@@ -566,4 +573,113 @@ fn merge_conflicts_without_a_resolver_are_a_typed_error() {
         block_on(git.merge_in_progress()).unwrap().is_some(),
         "left for the host"
     );
+}
+
+#[test]
+fn pipeline_starts_a_phase_on_its_predecessors_hand_off() {
+    let order = RunLog::default();
+    let log = RunLog::default();
+    let mut r = registry(&log);
+    let spec_started = Arc::new(AtomicBool::new(false));
+    let (o, s) = (order.clone(), spec_started.clone());
+    r.bind_direct(
+        Role::Phase(PhaseId::new("design").unwrap()),
+        FnAgent::new("design", move |req: AgentRequest, ctx: AgentContext| {
+            let (o, s) = (o.clone(), s.clone());
+            async move {
+                ctx.hand_off(serde_json::json!({"patterns": ["repository"]}));
+                // Give the pipeline a chance to start spec before design returns.
+                for _ in 0..1_000 {
+                    if s.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    yield_now().await;
+                }
+                o.lock().unwrap().push("design done".into());
+                Ok(phase_output(&req))
+            }
+        }),
+    );
+    let (o, s) = (order.clone(), spec_started.clone());
+    r.bind_direct(
+        spec(),
+        FnAgent::sync("spec", move |req| {
+            s.store(true, Ordering::SeqCst);
+            o.lock()
+                .unwrap()
+                .push(format!("spec started with {}", req.input.len()));
+            Ok(phase_output(&req))
+        }),
+    );
+    let (_, report) = run(
+        Orchestrator::builder()
+            .registry(r)
+            .strategy(Strategy::pipeline()),
+        "pipe",
+    );
+    assert_eq!(report.status, MilestoneStatus::Completed);
+    let order = order.lock().unwrap().clone();
+    assert_eq!(order[0], "spec started with 1", "{order:?}");
+    assert_eq!(order[1], "design done");
+}
+
+#[test]
+fn run_metrics_feed_the_direct_versus_agents_recommendation() {
+    // Direct runners take 100 ms per phase, agents 10 ms, on the manual clock.
+    let clock = ManualClock::new(Timestamp(0));
+    let log = RunLog::default();
+    let mut r = registry(&log);
+    let c: Arc<dyn milestone_agents::Clock> = Arc::new(clock.clone());
+    for (agent, ms) in [(false, 100u64), (true, 10)] {
+        let c = c.clone();
+        let runner = FnAgent::new(
+            if agent { "agent" } else { "direct" },
+            move |req: AgentRequest, _ctx: AgentContext| {
+                let sleep = c.sleep(ms);
+                async move {
+                    sleep.await;
+                    Ok(phase_output(&req).with_quality("review", 1.0))
+                }
+            },
+        );
+        if agent {
+            r.bind_any_phase(runner);
+        } else {
+            r.bind_direct_any_phase(runner);
+        }
+    }
+    let measure = |mode: ExecutionMode, name: &str| {
+        let orchestrator = Orchestrator::builder()
+            .registry(r.clone())
+            .store(Arc::new(InMemory::new()))
+            .clock(Arc::new(clock.clone()))
+            .mode(ModePolicy::Fixed(mode))
+            .build()
+            .unwrap();
+        let m = id(name);
+        with_clock(&clock, async {
+            orchestrator
+                .plan(PlanSpec::new(m.clone(), "Compare"))
+                .await?;
+            orchestrator.transition(&m).await?;
+            orchestrator.execute(&m).await
+        })
+        .unwrap()
+    };
+    let direct = measure(ExecutionMode::Direct, "direct");
+    let agents = measure(ExecutionMode::Agents, "agents");
+    assert_eq!(direct.metrics.duration_ms(), 300);
+    assert_eq!(agents.metrics.duration_ms(), 30);
+    assert_eq!(direct.metrics.busy_ms, 300);
+    let cmp = milestone_core::complexity::compare(
+        &direct.metrics.run_metrics(),
+        &agents.metrics.run_metrics(),
+    );
+    assert_eq!(cmp.speedup, 10.0);
+    assert_eq!(
+        cmp.recommendation,
+        milestone_core::complexity::Recommendation::AlwaysAgents
+    );
+    let design = &agents.phases[0];
+    assert_eq!(design.duration_ms(), Some(10));
 }
