@@ -72,9 +72,16 @@ fn noop_registry() -> Registry {
 }
 
 fn orchestrator(store: Arc<dyn StateStore>) -> Orchestrator {
+    orchestrator_with(store, true)
+}
+
+/// `snapshots`: whether each engine checkpoint (execution start, each phase boundary) also
+/// writes a store snapshot.
+fn orchestrator_with(store: Arc<dyn StateStore>, snapshots: bool) -> Orchestrator {
     Orchestrator::builder()
         .registry(noop_registry())
         .store(store)
+        .snapshot_at_checkpoints(snapshots)
         .mode(ModePolicy::Fixed(ExecutionMode::Direct))
         .engine_config(EngineConfig {
             max_concurrency: LIMIT,
@@ -147,6 +154,7 @@ fn file_store(c: &mut Criterion) {
     let cases = [
         (
             "durable chain step (200)",
+            true,
             workloads::Workload {
                 name: "chain",
                 deps: (0..200u32)
@@ -156,6 +164,15 @@ fn file_store(c: &mut Criterion) {
         ),
         (
             "durable fan-out (2000)",
+            true,
+            workloads::Workload {
+                name: "fan-out",
+                deps: vec![vec![]; 2_000],
+            },
+        ),
+        (
+            "durable fan-out (2000), no snapshots",
+            false,
             workloads::Workload {
                 name: "fan-out",
                 deps: vec![vec![]; 2_000],
@@ -163,13 +180,13 @@ fn file_store(c: &mut Criterion) {
         ),
     ];
     let mut n = 0u32;
-    for (name, w) in cases {
+    for (name, snapshots, w) in cases {
         let log = log_for(&w);
         let mut setup = || {
             n += 1;
             let store = Arc::new(FileStore::open(dir.path().join(format!("s{n}"))).expect("store"));
             block_on(fill(&*store, &log));
-            orchestrator(store)
+            orchestrator_with(store, snapshots)
         };
         assert_eq!(run(&setup()), w.len() as u64);
         group.throughput(Throughput::Elements(w.len() as u64));
