@@ -409,3 +409,70 @@ fn resume_after_the_orchestrator_is_dropped_mid_run() {
     assert_eq!(again.metrics.runs, 0);
     assert_eq!(committed_phases(&git, &m).len(), 4);
 }
+
+#[test]
+fn one_call_per_milestone_at_a_time_and_typed_errors_for_bad_calls() {
+    let log = RunLog::default();
+    let mut r = registry(&log);
+    r.bind_direct(
+        Role::Phase(milestone_core::PhaseId::new("design").unwrap()),
+        FnAgent::new(
+            "slow-design",
+            |req: milestone_agents::AgentRequest, _ctx: milestone_agents::AgentContext| async move {
+                for _ in 0..10 {
+                    yield_now().await;
+                }
+                Ok(phase_output(&req))
+            },
+        ),
+    );
+    let orchestrator = Orchestrator::builder()
+        .registry(r)
+        .store(Arc::new(InMemory::new()))
+        .build()
+        .unwrap();
+    let m = id("once");
+    block_on(async {
+        orchestrator.plan(PlanSpec::new(m.clone(), "Once")).await?;
+        orchestrator.transition(&m).await.map(|_| ())
+    })
+    .unwrap();
+    let (a, b) = block_on(futures::future::join(
+        orchestrator.execute(&m),
+        orchestrator.execute(&m),
+    ));
+    assert_eq!(a.unwrap().status, MilestoneStatus::Completed);
+    assert!(matches!(b, Err(OrchestratorError::AlreadyRunning(_))));
+    // Planning an existing id, transitioning twice, unknown milestones.
+    assert!(matches!(
+        block_on(orchestrator.plan(PlanSpec::new(m.clone(), "Again"))),
+        Err(OrchestratorError::Store(_))
+    ));
+    assert!(matches!(
+        block_on(orchestrator.transition(&m)),
+        Err(OrchestratorError::Plan { .. })
+    ));
+    for result in [
+        block_on(orchestrator.execute(&id("ghost"))).map(|_| ()),
+        block_on(orchestrator.progress(&id("ghost"))).map(|_| ()),
+        block_on(orchestrator.transition(&id("ghost"))).map(|_| ()),
+    ] {
+        assert!(
+            matches!(result, Err(OrchestratorError::NotFound(_))),
+            "{result:?}"
+        );
+    }
+    // A builder without a store, or merging without git, is refused.
+    assert!(matches!(
+        Orchestrator::builder().build(),
+        Err(OrchestratorError::Config(_))
+    ));
+    assert!(matches!(
+        Orchestrator::builder()
+            .store(Arc::new(InMemory::new()))
+            .merge(true)
+            .max_concurrency(0)
+            .build(),
+        Err(OrchestratorError::Config(m)) if m.contains("git") && m.contains("max_concurrency")
+    ));
+}
