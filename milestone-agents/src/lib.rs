@@ -55,6 +55,18 @@
 //! expected outputs by the quality gate; the kind of an [`AgentError`] drives the recovery
 //! chain (see [`AgentError::failure_kind`]).
 //!
+//! ## The orchestrator
+//!
+//! [`Orchestrator`] (module [`orchestrator`]) is the thin async loop around the engine: built
+//! with [`Orchestrator::builder`] from a workflow, a [`Registry`], a state store, optional git,
+//! a [`Clock`], listeners, engine settings (strategy, concurrency, recovery, gates, merge), a
+//! result cache and a mode policy, it plans (the four analyses at once, then the aggregation —
+//! built in when no runner is bound), transitions (all plan problems at once, nothing changed
+//! on refusal; the milestone branch created when git is configured), executes, resumes after a
+//! crash, answers interventions and cancels. Every call rebuilds the engine from the stored
+//! event log, persists each step's events before acting on them, and reports progress, per-phase
+//! timings and the run metrics of the direct-vs-agent comparison.
+//!
 //! ## The command protocol
 //!
 //! A [`CommandAgent`] child gets the request as one JSON line on stdin (shape on
@@ -69,6 +81,7 @@ pub mod command;
 pub mod context;
 pub mod dispatch;
 pub mod fn_agent;
+pub mod orchestrator;
 pub mod output;
 pub mod registry;
 pub mod request;
@@ -81,6 +94,7 @@ pub use command::CommandAgent;
 pub use context::{AgentContext, CancelToken, Cancelled, ContextHandle, Report, ReportSink};
 pub use dispatch::{Dispatched, dispatch};
 pub use fn_agent::FnAgent;
+pub use orchestrator::{Orchestrator, OrchestratorBuilder, OrchestratorError, PlanSpec};
 pub use output::{AgentError, AgentOutput, result_input};
 pub use registry::{Registry, RegistryError, Resolved, RunnerSource};
 pub use request::{AgentRequest, PROTOCOL_VERSION, role_name};

@@ -1,0 +1,201 @@
+//! The whole orchestrator (engine, registry, no-op `FnAgent`s, store appends, reports) on
+//! W1/W2/W3 over the in-memory store, next to the floor scheduler in the same group; and over
+//! `FileStore`: a durable chain step next to one append + fdatasync, and a durable fan-out
+//! (group commit: the completions that arrive together are appended with one sync).
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use futures::executor::block_on;
+use milestone_agents::orchestrator::{ModePolicy, Orchestrator};
+use milestone_agents::{AgentOutput, FnAgent, Registry};
+use milestone_benches::{floor, workloads};
+use milestone_core::engine::{EngineConfig, Role};
+use milestone_core::{
+    Event, ExecutionMode, MilestoneId, MilestoneStatus, PhaseId, PhaseSpec, TaskId, TaskSpec,
+    Timestamp, Weight, Workflow,
+};
+use milestone_state::{FileStore, InMemory, StateStore};
+
+const LIMIT: usize = 64;
+
+fn id() -> MilestoneId {
+    MilestoneId::new("bench").expect("valid id")
+}
+
+/// A milestone in execution mode whose only phase holds the workload's tasks.
+fn log_for(w: &workloads::Workload) -> Vec<Event> {
+    let phase = PhaseSpec::new(
+        PhaseId::new("execute").expect("valid id"),
+        "Execution",
+        Weight::new(100).expect("valid weight"),
+    );
+    let workflow = Workflow::new(vec![phase], 3).expect("valid workflow");
+    let ids: Vec<TaskId> = (0..w.len())
+        .map(|i| TaskId::new(format!("t{i}")).expect("valid id"))
+        .collect();
+    let tasks = w
+        .deps
+        .iter()
+        .enumerate()
+        .map(|(i, deps)| TaskSpec {
+            dependencies: deps.iter().map(|&d| ids[d as usize].clone()).collect(),
+            ..TaskSpec::new(ids[i].clone(), "no-op")
+        })
+        .collect();
+    vec![
+        Event::Created {
+            at: Timestamp(0),
+            id: id(),
+            title: "bench".into(),
+            context: String::new(),
+            workflow,
+            seed: 1,
+        },
+        Event::ExecutionStarted { at: Timestamp(0) },
+        Event::TasksAdded {
+            at: Timestamp(0),
+            tasks,
+        },
+    ]
+}
+
+fn noop_registry() -> Registry {
+    let mut r = Registry::new();
+    r.bind_direct(
+        Role::Task,
+        FnAgent::sync("noop", |_| Ok(AgentOutput::default())),
+    )
+    .bind_direct_any_phase(FnAgent::sync("noop", |_| Ok(AgentOutput::default())));
+    r
+}
+
+fn orchestrator(store: Arc<dyn StateStore>) -> Orchestrator {
+    orchestrator_with(store, true)
+}
+
+/// `snapshots`: whether each engine checkpoint (execution start, each phase boundary) also
+/// writes a store snapshot.
+fn orchestrator_with(store: Arc<dyn StateStore>, snapshots: bool) -> Orchestrator {
+    Orchestrator::builder()
+        .registry(noop_registry())
+        .store(store)
+        .snapshot_at_checkpoints(snapshots)
+        .mode(ModePolicy::Fixed(ExecutionMode::Direct))
+        .engine_config(EngineConfig {
+            max_concurrency: LIMIT,
+            ..EngineConfig::default()
+        })
+        .build()
+        .expect("valid orchestrator")
+}
+
+/// A store holding `log`.
+async fn fill(store: &dyn StateStore, log: &[Event]) {
+    store.create(&log[0]).await.expect("create");
+    store.append(&id(), 1, &log[1..]).await.expect("append");
+}
+
+fn run(o: &Orchestrator) -> u64 {
+    let report = block_on(o.execute(&id())).expect("execute");
+    assert_eq!(report.status, MilestoneStatus::Completed);
+    report.metrics.runs
+}
+
+fn in_memory(c: &mut Criterion) {
+    let mut group = c.benchmark_group("orchestrator/in-memory");
+    group.sample_size(10);
+    for w in workloads::all() {
+        let log = log_for(&w);
+        let graph = floor::Graph::new(&w);
+        let setup = || {
+            let store = Arc::new(InMemory::new());
+            block_on(fill(&*store, &log));
+            orchestrator(store)
+        };
+        assert_eq!(run(&setup()), w.len() as u64);
+        group.throughput(Throughput::Elements(w.len() as u64));
+        group.bench_function(format!("floor/{}", w.name), |b| {
+            b.iter(|| floor::run(&graph, LIMIT))
+        });
+        group.bench_function(format!("orchestrator/{}", w.name), |b| {
+            b.iter_batched(setup, |o| run(&o), BatchSize::LargeInput)
+        });
+    }
+    group.finish();
+}
+
+fn file_store(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut group = c.benchmark_group("orchestrator/file-store");
+    group.sample_size(10);
+
+    // The baseline: one durable append of one event.
+    let base = FileStore::open(dir.path().join("base")).expect("store");
+    let log = log_for(&workloads::Workload {
+        name: "one",
+        deps: vec![vec![]],
+    });
+    block_on(fill(&base, &log));
+    let mut version = 3;
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("append + fdatasync (1 event)", |b| {
+        b.iter(|| {
+            let e = Event::CheckpointRecorded {
+                at: Timestamp(version),
+                label: "step".into(),
+            };
+            version = block_on(base.append(&id(), version, &[e])).expect("append");
+            black_box(version)
+        })
+    });
+
+    let cases = [
+        (
+            "durable chain step (200)",
+            true,
+            workloads::Workload {
+                name: "chain",
+                deps: (0..200u32)
+                    .map(|i| if i == 0 { vec![] } else { vec![i - 1] })
+                    .collect(),
+            },
+        ),
+        (
+            "durable fan-out (2000)",
+            true,
+            workloads::Workload {
+                name: "fan-out",
+                deps: vec![vec![]; 2_000],
+            },
+        ),
+        (
+            "durable fan-out (2000), no snapshots",
+            false,
+            workloads::Workload {
+                name: "fan-out",
+                deps: vec![vec![]; 2_000],
+            },
+        ),
+    ];
+    let mut n = 0u32;
+    for (name, snapshots, w) in cases {
+        let log = log_for(&w);
+        let mut setup = || {
+            n += 1;
+            let store = Arc::new(FileStore::open(dir.path().join(format!("s{n}"))).expect("store"));
+            block_on(fill(&*store, &log));
+            orchestrator_with(store, snapshots)
+        };
+        assert_eq!(run(&setup()), w.len() as u64);
+        group.throughput(Throughput::Elements(w.len() as u64));
+        group.bench_function(name, |b| {
+            b.iter_batched(&mut setup, |o| run(&o), BatchSize::PerIteration)
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, in_memory, file_store);
+criterion_main!(benches);

@@ -1,0 +1,135 @@
+//! Shared pieces of the orchestrator's end-to-end tests: planning runners that give a valid
+//! plan, phase and task runners that record every run, and small async helpers.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use milestone_agents::{AgentError, AgentOutput, AgentRequest, FnAgent, Registry, role_name};
+use milestone_core::engine::{Role, Work};
+use milestone_core::{Artifact, ArtifactBody, ItemRef, Workflow};
+
+/// Yields once to the executor.
+pub fn yield_now() -> impl Future<Output = ()> {
+    struct Y(bool);
+    impl Future for Y {
+        type Output = ();
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            if self.0 {
+                Poll::Ready(())
+            } else {
+                self.0 = true;
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        }
+    }
+    Y(false)
+}
+
+/// The data each analysis returns for a valid plan with three tasks (`c` after `a` and `b`).
+pub fn analysis_data(role: &Role) -> serde_json::Value {
+    match role_name(role) {
+        "scope" => serde_json::json!({"components": ["auth", "api"], "file_count": 4}),
+        "estimation" => serde_json::json!({
+            "estimates": {"phases": [
+                {"phase": "design", "effort_ms": 1000}, {"phase": "spec", "effort_ms": 1000},
+                {"phase": "task", "effort_ms": 1000}, {"phase": "execute", "effort_ms": 1000}],
+                "buffer_percent": 20, "critical_path": ["design", "spec", "task", "execute"]},
+            "tasks": [
+                {"id": "a", "title": "task a"},
+                {"id": "b", "title": "task b", "dependencies": ["a"]},
+                {"id": "c", "title": "task c", "dependencies": ["a", "b"]}]
+        }),
+        "risk" => serde_json::json!({"risks": [{"description": "scope creep",
+            "probability": "medium", "impact": "high", "mitigation": "review",
+            "contingency": "cut"}]}),
+        _ => serde_json::json!({
+            "keep": [{"description": "session model", "phase": "design"}],
+            "improve": [{"description": "error messages", "phase": "spec"}],
+            "originate": [{"description": "audit log", "phase": "task"},
+                          {"description": "login form", "phase": "execute"}]}),
+    }
+}
+
+/// A log of runs: `work@attempt#key`.
+pub type RunLog = Arc<Mutex<Vec<String>>>;
+
+pub fn entry(req: &AgentRequest) -> String {
+    format!("{}@{}#{}", req.work, req.attempt, req.idempotency_key)
+}
+
+/// How many runs of `work` the log holds.
+pub fn runs_of(log: &RunLog, work: &str) -> usize {
+    log.lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.split('@').next() == Some(work))
+        .count()
+}
+
+/// A phase's output naming every expected output of the KIRO workflow's phase.
+pub fn phase_output(req: &AgentRequest) -> AgentOutput {
+    let mut out = AgentOutput::new(format!("{} done", req.work));
+    if let Work::Item(ItemRef::Phase(p)) = &req.work
+        && let Some(spec) = Workflow::kiro().phase(p.as_str())
+    {
+        for name in &spec.expected_outputs {
+            out = out.with_artifact(Artifact {
+                name: name.clone(),
+                kind: "document".into(),
+                body: ArtifactBody::Inline(String::new()),
+            });
+        }
+    }
+    out
+}
+
+/// Binds the four planning analyses (direct runners) to `registry`.
+pub fn bind_planning(registry: &mut Registry) {
+    for role in [
+        Role::Scope,
+        Role::Estimation,
+        Role::Risk,
+        Role::KiroStrategy,
+    ] {
+        registry.bind_direct(
+            role,
+            FnAgent::sync("analyst", |req| {
+                Ok(AgentOutput::new("analysed").with_data(analysis_data(&req.role)))
+            }),
+        );
+    }
+}
+
+/// Binds recording direct runners for every phase and for tasks.
+pub fn bind_execution(registry: &mut Registry, log: &RunLog) {
+    let l = Arc::clone(log);
+    registry.bind_direct_any_phase(FnAgent::sync("phase-direct", move |req| {
+        l.lock().unwrap().push(entry(&req));
+        Ok(phase_output(&req))
+    }));
+    let l = Arc::clone(log);
+    registry.bind_direct(
+        Role::Task,
+        FnAgent::sync("task-direct", move |req| {
+            l.lock().unwrap().push(entry(&req));
+            Ok(AgentOutput::new("task done"))
+        }),
+    );
+}
+
+/// A registry that plans and executes everything directly, recording runs in `log`.
+pub fn registry(log: &RunLog) -> Registry {
+    let mut r = Registry::new();
+    bind_planning(&mut r);
+    bind_execution(&mut r, log);
+    r
+}
+
+/// A permanent failure.
+pub fn broken(message: &str) -> AgentError {
+    AgentError::permanent(message)
+}
