@@ -8,15 +8,16 @@
 //! `state.json`); the git repository is made in a temporary directory and removed at the end.
 
 use std::error::Error;
+use std::sync::{Arc, Mutex};
 
 fn main() -> Result<(), Box<dyn Error>> {
     let target = std::env::var_os("CARGO_TARGET_DIR").unwrap_or_else(|| "target".into());
     let store_root = std::path::Path::new(&target).join("kiro_demo");
     let repo = tempfile::tempdir()?;
-    let mut out = std::io::stdout().lock();
-    let summary = milestone_examples::kiro_demo::run(&mut out, &store_root, repo.path())?;
-    if summary.outcome != "completed" {
-        return Err(format!("the milestone did not complete: {}", summary.outcome).into());
+    let out: milestone_examples::kiro_demo::Out = Arc::new(Mutex::new(std::io::stdout()));
+    let summary = milestone_examples::kiro_demo::run(out, &store_root, repo.path())?;
+    if !summary.completed {
+        return Err(format!("the milestone did not complete: {}", summary.state.status()).into());
     }
     Ok(())
 }

@@ -1,84 +1,94 @@
 //! The `kiro_demo` example: one KIRO milestone from plan to tag, on embedded defaults.
 //!
-//! The host loop here is written out by hand so that a reader sees the sans-I/O shape of the
-//! library: the engine in `milestone-core` decides and returns events and commands; this loop
-//! persists the events in a [`FileStore`], carries out the commands (runs agents through the
-//! [`Registry`], commits phases through the git conventions over the real `git` program), and
-//! feeds results back. Agents here are in-process [`FnAgent`]s standing in for LLM agents.
+//! An [`Orchestrator`] drives the sans-I/O engine with a [`FileStore`] (every event persisted
+//! before it is acted on), git over the real `git` program (one conventional commit per phase,
+//! a tag at the end) and agents from a [`Registry`] — here in-process [`FnAgent`]s standing in
+//! for LLM agents. A listener folds the events it is told about into its own copy of the state
+//! (state is a fold of the event log) and prints live progress from it.
 
-use std::collections::VecDeque;
 use std::error::Error;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use futures::executor::block_on;
+use milestone_agents::orchestrator::{ModePolicy, Notice};
 use milestone_agents::{
-    AgentError, AgentOutput, AgentRequest, CancelToken, FnAgent, ManualClock, Registry, Report,
-    dispatch,
+    AgentError, AgentOutput, AgentRequest, Clock, FnAgent, Orchestrator, PlanSpec, Registry,
+    SystemClock,
 };
-use milestone_core::engine::{
-    Analysis as Work4, Command, Engine, EngineConfig, Input, Outcome, Role, StartCommand,
-    StartMode, Step, Strategy, Work,
-};
+use milestone_core::complexity::ExecutionMode;
+use milestone_core::engine::{Role, Strategy, Work};
 use milestone_core::kiro::{KiroItem, KiroStrategy};
 use milestone_core::picture::to_mermaid;
 use milestone_core::plan::{
-    self, Analyses, Analysis, Estimates, EstimationAnalysis, Level, PhaseEstimate, Risk,
-    RiskAnalysis, ScopeAnalysis,
+    self, Analysis, Estimates, EstimationAnalysis, Level, PhaseEstimate, Risk, RiskAnalysis,
+    ScopeAnalysis,
 };
 use milestone_core::progress::{ProgressReport, RenderOptions};
 use milestone_core::{
-    Artifact, ArtifactBody, Event, ItemRef, MilestoneId, MilestoneState, PhaseId, TaskId, TaskSpec,
-    Timestamp, Workflow,
+    Artifact, ArtifactBody, Event, ItemRef, ItemStatus, MilestoneId, MilestoneState, PhaseId,
+    TaskId, TaskSpec, Workflow,
 };
-use milestone_git::{CliGit, CliGitConfig, GitBackend, Identity, MilestoneGit, RefName};
+use milestone_git::{
+    CliGit, CliGitConfig, CommitRequest, GitBackend, Identity, LogRange, RefName, RepoPath,
+    Revision,
+};
+use milestone_state::StateStore;
 use milestone_state::file::FileStore;
-use milestone_state::{StateStore, StoreError};
+
+/// Where the demo writes its report: shared with the orchestrator's listener, which prints
+/// live progress while the milestone runs.
+pub type Out = Arc<Mutex<dyn Write + Send>>;
 
 /// What the demo did, for callers (and the example's test) to check.
 #[derive(Debug, Clone)]
 pub struct DemoSummary {
     /// The milestone's id.
     pub id: MilestoneId,
-    /// How the run ended.
-    pub outcome: String,
+    /// Whether it completed.
+    pub completed: bool,
     /// The final state, loaded back from the store.
     pub state: MilestoneState,
     /// The one-line log of the milestone branch, newest first.
     pub git_log: Vec<String>,
     /// How many problems the deliberately flawed plan had.
     pub flawed_plan_problems: usize,
-    /// The largest number of tasks the engine had started and not yet seen finish.
-    pub max_parallel_tasks: usize,
+    /// The most agents that ran at once.
+    pub max_parallel: u32,
+    /// Whether the four planning analyses overlapped in time.
+    pub analyses_overlapped: bool,
     /// Where the Mermaid picture of the graph was written.
-    pub mermaid_path: std::path::PathBuf,
+    pub mermaid_path: PathBuf,
 }
 
 const TITLE: &str = "Refactor authentication system";
-/// 2026-11-21 09:00 UTC: the demo runs on simulated time so its output is reproducible.
-const START: u64 = 1_795_251_600_000;
 const MINUTE: u64 = 60_000;
 
 fn id(s: &str) -> Result<PhaseId, Box<dyn Error>> {
     Ok(PhaseId::new(s)?)
 }
 
+macro_rules! say {
+    ($out:expr, $($arg:tt)*) => {
+        match $out.lock() {
+            Ok(mut w) => writeln!(w, $($arg)*),
+            Err(_) => Err(std::io::Error::other("output lock poisoned")),
+        }
+    };
+}
+
 /// Runs the demo, writing its report to `out`, the store under `store_root` and the git
 /// repository in `repo_dir` (which must be empty or absent).
 ///
 /// # Errors
-/// Any store, git, engine or I/O error, as a boxed error with its message.
-pub fn run(
-    out: &mut dyn Write,
-    store_root: &Path,
-    repo_dir: &Path,
-) -> Result<DemoSummary, Box<dyn Error>> {
+/// Any store, git, orchestrator or I/O error, as a boxed error with its message.
+pub fn run(out: Out, store_root: &Path, repo_dir: &Path) -> Result<DemoSummary, Box<dyn Error>> {
     let workflow = Workflow::kiro();
-    writeln!(out, "milestone: {TITLE}\n")?;
-    writeln!(out, "The KIRO workflow")?;
+    say!(out, "milestone: {TITLE}\n")?;
+    say!(out, "The KIRO workflow")?;
     for p in workflow.phases() {
-        writeln!(
+        say!(
             out,
             "  {:<8} {:>4}  {:<9} {:<32} -> {}",
             p.id.as_str(),
@@ -89,52 +99,45 @@ pub fn run(
         )?;
     }
 
-    // The store, and the milestone in it.
-    let store = FileStore::open(store_root)?;
+    let store = Arc::new(FileStore::open(store_root)?);
+    let git = Arc::new(block_on(open_repo(repo_dir))?);
+    let live = Arc::new(Live::new(Arc::clone(&out)));
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+    let trace: Trace = Arc::default();
+    let orchestrator = Orchestrator::builder()
+        .workflow(workflow.clone())
+        .registry(registry(Arc::clone(&clock), Arc::clone(&trace))?)
+        .clock(clock)
+        .store(store.clone())
+        .git(git.clone(), RefName::new("main")?)
+        .strategy(Strategy::pipeline())
+        .mode(ModePolicy::Fixed(ExecutionMode::Agents))
+        .listener(live.clone())
+        .build()?;
+
     let mid = MilestoneId::new(format!("auth-refactor-{}", std::process::id()))?;
-    let created = Event::Created {
-        at: Timestamp(START),
-        id: mid.clone(),
-        title: TITLE.into(),
-        context: "Session tokens are checked in three places; consolidate them.".into(),
-        workflow: workflow.clone(),
-        seed: 42,
+    say!(out, "\nstore: {} (milestone {mid})", store_root.display())?;
+    say!(out, "\nPlanning")?;
+    let spec = PlanSpec::new(mid.clone(), TITLE)
+        .context("Session tokens are checked in three places; consolidate them.")
+        .seed(42);
+    let plan = block_on(orchestrator.plan(spec))?;
+    let analyses_overlapped = match trace.lock() {
+        Ok(t) => {
+            let first_end = t.iter().map(|r| r.2).min().unwrap_or(0);
+            let names: Vec<&str> = t.iter().map(|r| r.0.as_str()).collect();
+            say!(
+                out,
+                "  analyses {} ran at once: all {} started before the first finished",
+                names.join(", "),
+                t.len()
+            )?;
+            t.len() == 4 && t.iter().all(|r| r.1 < first_end)
+        }
+        Err(_) => false,
     };
-    let mut version = block_on(store.create(&created))?;
-    writeln!(out, "\nstore: {} (milestone {mid})", store_root.display())?;
-
-    let registry = registry()?;
-    let clock = ManualClock::new(Timestamp(START));
-    let mut now = START;
-
-    // Planning: the engine starts the four analyses at once, then the aggregation.
-    writeln!(out, "\nPlanning")?;
-    let config = EngineConfig {
-        strategy: Strategy::pipeline(),
-        ..EngineConfig::default()
-    };
-    let mut engine = Engine::new(MilestoneState::from_created(&created)?, config.clone())?;
-    let mut host = Host {
-        store: &store,
-        id: &mid,
-        version: &mut version,
-        git: None,
-        out,
-        running_tasks: 0,
-        max_parallel_tasks: 0,
-    };
-    let outcome = host.drive(
-        &mut engine,
-        StartMode::Planning,
-        &registry,
-        &clock,
-        &mut now,
-    )?;
-    writeln!(host.out, "  planning finished: {outcome}")?;
 
     // Validation: first a deliberately flawed copy of the plan, to show every problem at once.
-    let planned = block_on(store.load(&mid))?.state;
-    let plan = planned.plan().ok_or("planning recorded no plan")?.clone();
     let mut flawed = plan.clone();
     flawed.risks = None;
     if let Some(k) = flawed.kiro.as_mut() {
@@ -148,265 +151,157 @@ pub fn run(
         Ok(()) => return Err("the flawed plan passed validation".into()),
         Err(p) => p,
     };
-    writeln!(host.out, "\nA flawed plan is refused with {problems}")?;
-    plan::validate_plan(&plan, &workflow)?;
-    writeln!(
-        host.out,
-        "The real plan is valid: {} tasks, {} risks, {} KIRO items",
+    say!(out, "\nA flawed plan is refused with {problems}")?;
+    say!(
+        out,
+        "The real plan: {} tasks, {} risks, {} KIRO items",
         plan.tasks.len(),
         plan.risks.as_ref().map_or(0, Vec::len),
         plan.kiro.as_ref().map_or(0, |k| k.all().count())
     )?;
 
-    // Transition: the plan's tasks join the execute phase; the milestone branch is created.
-    let transition = plan::start_execution(&planned, Timestamp(now))?;
-    host.persist(&transition)?;
-    let mut state = planned;
-    for e in &transition {
-        state.apply(e)?;
-    }
-    let git = block_on(open_repo(repo_dir))?;
-    let conventions = MilestoneGit::new(git, RefName::new("main")?);
-    let branch = block_on(conventions.start(&mid))?;
-    host.persist(&[Event::BranchCreated {
-        at: Timestamp(now),
-        branch: branch.as_str().into(),
-        base: "main".into(),
-    }])?;
-    writeln!(host.out, "\nExecution (pipeline) on branch {branch}")?;
+    // Transition (validates again, creates the branch), then the run.
+    block_on(orchestrator.transition(&mid))?;
+    say!(out, "\nExecution (pipeline)")?;
+    let report = block_on(orchestrator.execute(&mid))?;
 
-    let mut engine = Engine::new(state, config)?;
-    host.git = Some(&conventions);
-    let outcome = host.drive(
-        &mut engine,
-        StartMode::Execution,
-        &registry,
-        &clock,
-        &mut now,
-    )?;
-    let max_parallel_tasks = host.max_parallel_tasks;
-    let out = host.out;
-
-    // The end: what the store holds, the progress report, git's log and the graph.
-    let final_state = block_on(store.load(&mid))?.state;
+    // The end: the progress report, git's log, the graph.
+    let state = block_on(store.load(&mid))?.state;
     block_on(store.export(&mid))?;
-    let report = ProgressReport::compute(&final_state, Timestamp(now), None);
-    writeln!(
+    say!(
         out,
         "\n{}",
-        report.render(&RenderOptions::default().width(28))
+        report.progress.render(&RenderOptions::default().width(28))
     )?;
-    let log = block_on(conventions.backend().log(&milestone_git::LogRange::between(
-        milestone_git::Revision::branch(&RefName::new("main")?),
-        milestone_git::Revision::branch(&branch),
+    say!(
+        out,
+        "runs: {} ({} at most at once), events appended: {}",
+        report.metrics.runs,
+        report.metrics.max_parallel,
+        report.metrics.events_appended
+    )?;
+    let branch = state.git().branch.clone().unwrap_or_default();
+    let log = block_on(git.log(&LogRange::between(
+        Revision::branch(&RefName::new("main")?),
+        Revision::branch(&RefName::new(&branch)?),
     )))?;
     let git_log: Vec<String> = log
         .iter()
-        .map(|e| {
-            format!(
-                "{} {}",
-                &e.id.as_str()[..7.min(e.id.as_str().len())],
-                e.summary
-            )
-        })
+        .map(|e| format!("{} {}", short(e.id.as_str()), e.summary))
         .collect();
-    writeln!(out, "git log main..{branch}")?;
+    say!(out, "\ngit log main..{branch}")?;
     for line in &git_log {
-        writeln!(out, "  {line}")?;
+        say!(out, "  {line}")?;
     }
     let mermaid_path = store_root.join(format!("{mid}.mmd"));
-    std::fs::write(&mermaid_path, to_mermaid(&final_state))?;
-    writeln!(out, "\nthe graph as Mermaid: {}", mermaid_path.display())?;
-    writeln!(out, "outcome: {outcome}")?;
+    std::fs::write(&mermaid_path, to_mermaid(&state))?;
+    say!(out, "\nthe graph as Mermaid: {}", mermaid_path.display())?;
+    say!(out, "status: {}", state.status())?;
     Ok(DemoSummary {
         id: mid,
-        outcome,
-        state: final_state,
+        completed: report.is_completed(),
+        state,
         git_log,
         flawed_plan_problems: problems.len(),
-        max_parallel_tasks,
+        max_parallel: report.metrics.max_parallel,
+        analyses_overlapped,
         mermaid_path,
     })
 }
 
-/// The host side of the loop: persists events, carries out commands, runs agents.
-struct Host<'a> {
-    store: &'a FileStore,
-    id: &'a MilestoneId,
-    version: &'a mut u64,
-    git: Option<&'a MilestoneGit<CliGit>>,
-    out: &'a mut dyn Write,
-    running_tasks: usize,
-    max_parallel_tasks: usize,
+/// The live view: folds every persisted event into its own state and prints what a person
+/// wants to see — phase starts (and whether they were pipelined), tasks, commits, progress bars.
+struct Live {
+    out: Out,
+    state: Mutex<Option<MilestoneState>>,
 }
 
-impl Host<'_> {
-    fn persist(&mut self, events: &[Event]) -> Result<(), StoreError> {
-        if !events.is_empty() {
-            *self.version = block_on(self.store.append(self.id, *self.version, events))?;
-        }
-        Ok(())
-    }
-
-    /// Drives `engine` until it finishes or stops, returning the outcome in words.
-    fn drive(
-        &mut self,
-        engine: &mut Engine,
-        mode: StartMode,
-        registry: &Registry,
-        clock: &ManualClock,
-        now: &mut u64,
-    ) -> Result<String, Box<dyn Error>> {
-        let mut inputs: VecDeque<Input> = VecDeque::from([Input::Start(mode)]);
-        let mut queue: VecDeque<StartCommand> = VecDeque::new();
-        loop {
-            // Feed every pending input; after each, persist the events and carry out commands.
-            while let Some(input) = inputs.pop_front() {
-                let before = engine.state().phases().to_vec();
-                let step = engine.handle(input, Timestamp(*now))?;
-                if let Some(outcome) = self.carry_out(step, engine, &mut queue, *now)? {
-                    return Ok(outcome);
-                }
-                self.report_phase_changes(&before, engine.state(), *now)?;
-            }
-            // Run the next started attempt (one at a time: the demo's agents are instant).
-            let Some(start) = queue.pop_front() else {
-                return Ok("stopped: nothing left to run".into());
-            };
-            *now += 3 * MINUTE;
-            clock.set(Timestamp(*now));
-            let reports = Arc::new(Mutex::new(Vec::new()));
-            let sink = {
-                let reports = Arc::clone(&reports);
-                move |r: Report| {
-                    if let Ok(mut v) = reports.lock() {
-                        v.push(r);
-                    }
-                }
-            };
-            let done = block_on(dispatch(
-                registry,
-                clock,
-                &start,
-                engine.state(),
-                CancelToken::new(),
-                Arc::new(sink),
-            ));
-            if matches!(start.work, Work::Item(ItemRef::Task(_))) {
-                self.running_tasks = self.running_tasks.saturating_sub(1);
-            }
-            if let Ok(mut v) = reports.lock() {
-                for r in v.drain(..) {
-                    inputs.push_back(r.into_input(start.work.clone(), start.attempt));
-                }
-            }
-            inputs.push_back(done.input);
+impl Live {
+    fn new(out: Out) -> Live {
+        Live {
+            out,
+            state: Mutex::new(None),
         }
     }
 
-    /// Persists a step's events and carries out its commands; `Some(outcome)` when the run ends.
-    fn carry_out(
-        &mut self,
-        mut step: Step,
-        engine: &Engine,
-        queue: &mut VecDeque<StartCommand>,
-        now: u64,
-    ) -> Result<Option<String>, Box<dyn Error>> {
-        self.persist(&step.events)?;
-        let mut started = Vec::new();
-        let mut finished = None;
-        for command in step.commands.drain(..) {
-            match command {
-                Command::Start(s) => {
-                    started.push(describe_start(&s, engine.state()));
-                    if matches!(s.work, Work::Item(ItemRef::Task(_))) {
-                        self.running_tasks += 1;
-                        self.max_parallel_tasks = self.max_parallel_tasks.max(self.running_tasks);
-                    }
-                    queue.push_back(*s);
-                }
-                Command::Cancel { work, attempt } => {
-                    queue.retain(|s| !(s.work == work && s.attempt == attempt));
-                }
-                // The engine already recorded the checkpoint event; the store snapshots here.
-                Command::Checkpoint { .. } => {
-                    block_on(self.store.snapshot(self.id))?;
-                }
-                Command::CommitPhase { phase } => self.commit(&phase, now)?,
-                Command::Tag => {
-                    if let Some(git) = self.git {
-                        let commit = block_on(git.tag_completion(self.id, TITLE))?;
-                        let tag = milestone_git::conventions::tag_name(self.id);
-                        writeln!(self.out, "  tagged {tag} at {}", short(commit.as_str()))?;
-                        self.persist(&[Event::Tagged {
-                            at: Timestamp(now),
-                            tag: tag.as_str().into(),
-                        }])?;
-                    }
-                }
-                Command::AwaitIntervention { reason, .. } => {
-                    return Ok(Some(format!("awaiting intervention: {reason}")));
-                }
-                Command::Finished(outcome) => finished = Some(describe(&outcome)),
-                // Nothing in this demo times out, needs a host gate or merges.
-                _ => {}
+    fn line(&self, state: &MilestoneState, event: &Event) -> Option<String> {
+        match event {
+            Event::ItemStarted {
+                item: ItemRef::Phase(p),
+                ..
+            } => Some(format!("  started phase {p}{}", pipelined(state, p))),
+            Event::ItemStarted {
+                item: ItemRef::Task(t),
+                ..
+            } => {
+                let running = state
+                    .tasks()
+                    .iter()
+                    .filter(|t| t.item.status == ItemStatus::InProgress)
+                    .count();
+                let plural = if running == 1 { "" } else { "s" };
+                Some(format!(
+                    "  started task {t} ({running} task{plural} running)"
+                ))
             }
+            Event::ItemCompleted {
+                item: ItemRef::Phase(p),
+                at,
+                ..
+            } => {
+                let report = ProgressReport::compute(state, *at, None);
+                let bars: Vec<String> = report
+                    .render(&RenderOptions::default().width(28))
+                    .lines()
+                    .filter(|l| l.contains('['))
+                    .map(|l| format!("    {l}"))
+                    .collect();
+                Some(format!("  {p} completed\n{}", bars.join("\n")))
+            }
+            Event::TasksAdded { tasks, .. } => Some(format!(
+                "  tasks joined the execute phase: {}",
+                tasks
+                    .iter()
+                    .map(|t| t.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            Event::PhaseCommitted { phase, commit, .. } => Some(format!(
+                "  committed {phase} as {}: {}",
+                short(commit),
+                milestone_git::conventions::phase_message(phase, state.title())
+            )),
+            Event::Tagged { tag, .. } => Some(format!("  tagged {tag}")),
+            Event::BranchCreated { branch, .. } => Some(format!("  branch {branch} created")),
+            Event::PlanRecorded { .. } => Some("  plan recorded".into()),
+            _ => None,
         }
-        match started.len() {
-            0 => {}
-            1 => writeln!(self.out, "  started {}", started[0])?,
-            _ => writeln!(self.out, "  started at once: {}", started.join(", "))?,
-        }
-        Ok(finished)
     }
+}
 
-    fn commit(&mut self, phase: &PhaseId, now: u64) -> Result<(), Box<dyn Error>> {
-        let Some(git) = self.git else {
-            return Ok(());
+impl milestone_agents::orchestrator::EventListener for Live {
+    fn on_event(&self, notice: &Notice) {
+        let Ok(mut guard) = self.state.lock() else {
+            return;
         };
-        let done = block_on(git.commit_phase(self.id, phase, TITLE))?;
-        writeln!(
-            self.out,
-            "  committed {phase} as {}: {}",
-            short(done.commit.as_str()),
-            milestone_git::conventions::phase_message(phase, TITLE)
-        )?;
-        self.persist(&[Event::PhaseCommitted {
-            at: Timestamp(now),
-            phase: phase.clone(),
-            commit: done.commit.as_str().into(),
-        }])?;
-        Ok(())
-    }
-
-    /// Prints a progress report whenever a phase completes.
-    fn report_phase_changes(
-        &mut self,
-        before: &[milestone_core::state::PhaseState],
-        state: &MilestoneState,
-        now: u64,
-    ) -> Result<(), Box<dyn Error>> {
-        for (old, new) in before.iter().zip(state.phases()) {
-            if old.item.status != new.item.status
-                && new.item.status == milestone_core::ItemStatus::Completed
-            {
-                let report = ProgressReport::compute(state, Timestamp(now), None);
-                writeln!(self.out, "  {} completed", new.id)?;
-                let text = report.render(&RenderOptions::default().width(28));
-                for line in text.lines().filter(|l| l.contains('[')) {
-                    writeln!(self.out, "    {line}")?;
-                }
-            }
+        let applied = match guard.as_mut() {
+            None => MilestoneState::from_created(&notice.event).map(|s| *guard = Some(s)),
+            Some(state) => state.apply(&notice.event),
+        };
+        let Some(state) = guard.as_ref() else {
+            return;
+        };
+        if applied.is_ok()
+            && let Some(line) = self.line(state, &notice.event)
+        {
+            // The listener cannot fail the run: a failed write only loses a line of output.
+            let _ = say!(self.out, "{line}");
         }
-        Ok(())
     }
 }
 
-/// "phase spec (design at 50.00 %)" when a pipelined phase starts before its predecessor ends.
-fn describe_start(start: &StartCommand, state: &MilestoneState) -> String {
-    let Work::Item(ItemRef::Phase(phase)) = &start.work else {
-        return start.work.to_string();
-    };
+/// " (pipelined: design at 50.00 %)" when a phase starts before a predecessor has completed.
+fn pipelined(state: &MilestoneState, phase: &PhaseId) -> String {
     let unfinished: Vec<String> = state
         .workflow()
         .phase(phase.as_str())
@@ -414,35 +309,18 @@ fn describe_start(start: &StartCommand, state: &MilestoneState) -> String {
         .unwrap_or_default()
         .iter()
         .filter_map(|d| state.phase(d.as_str()))
-        .filter(|d| d.item.status != milestone_core::ItemStatus::Completed)
+        .filter(|d| d.item.status != ItemStatus::Completed)
         .map(|d| format!("{} at {}", d.id, d.item.progress))
         .collect();
     if unfinished.is_empty() {
-        start.work.to_string()
+        String::new()
     } else {
-        format!("{} (pipelined: {})", start.work, unfinished.join(", "))
+        format!(" (pipelined: {})", unfinished.join(", "))
     }
 }
 
 fn short(commit: &str) -> &str {
     &commit[..7.min(commit.len())]
-}
-
-fn describe(outcome: &Outcome) -> String {
-    match outcome {
-        Outcome::Planned => "planned".into(),
-        Outcome::Completed => "completed".into(),
-        Outcome::Cancelled => "cancelled".into(),
-        Outcome::Failed {
-            work,
-            attempts,
-            error,
-        } => format!(
-            "failed: {work} after {attempts} attempts: {}",
-            error.message
-        ),
-        other => format!("{other:?}"),
-    }
 }
 
 async fn open_repo(dir: &Path) -> Result<CliGit, Box<dyn Error>> {
@@ -452,53 +330,72 @@ async fn open_repo(dir: &Path) -> Result<CliGit, Box<dyn Error>> {
         .with_date("2026-11-21T09:00:00Z");
     let git = CliGit::init(dir, &RefName::new("main")?, config).await?;
     git.write_file(
-        &milestone_git::RepoPath::new("README.md")?,
+        &RepoPath::new("README.md")?,
         b"# auth service\n\nSession tokens are checked in three places.\n",
     )
     .await?;
     git.add_all().await?;
-    git.commit(&milestone_git::CommitRequest::new("Initial commit"))
-        .await?;
+    git.commit(&CommitRequest::new("Initial commit")).await?;
     Ok(git)
 }
 
-/// The agents of this demo: in-process functions standing in for LLM agents.
-fn registry() -> Result<Registry, Box<dyn Error>> {
+/// When each planning analysis ran, in milliseconds on the orchestrator's clock.
+type Trace = Arc<Mutex<Vec<(String, u64, u64)>>>;
+
+/// Builds one analysis's result.
+type MakeAnalysis = fn() -> Result<Analysis, Box<dyn Error>>;
+
+/// The agents of this demo: in-process functions standing in for LLM agents. They take a
+/// little real time (on the orchestrator's clock) so that overlap and pipelining are visible.
+fn registry(clock: Arc<dyn Clock>, trace: Trace) -> Result<Registry, Box<dyn Error>> {
     let mut r = Registry::new();
-    r.bind(
-        Role::Scope,
-        FnAgent::sync("scope", |_| analysis(Analysis::Scope(scope()))),
-    );
-    r.bind(
-        Role::Estimation,
-        FnAgent::sync("estimation", |_| match estimation() {
-            Ok(e) => analysis(Analysis::Estimation(e)),
-            Err(e) => Err(AgentError::permanent(e.to_string())),
-        }),
-    );
-    r.bind(
-        Role::Risk,
-        FnAgent::sync("risk", |_| analysis(Analysis::Risk(risks()))),
-    );
-    r.bind(
-        Role::KiroStrategy,
-        FnAgent::sync("kiro", |_| match kiro() {
-            Ok(k) => analysis(Analysis::Kiro(k)),
-            Err(e) => Err(AgentError::permanent(e.to_string())),
-        }),
-    );
-    r.bind(Role::Aggregation, FnAgent::sync("aggregate", aggregate));
+    let analyses: [(Role, MakeAnalysis); 4] = [
+        (Role::Scope, || Ok(Analysis::Scope(scope()))),
+        (Role::Estimation, || Ok(Analysis::Estimation(estimation()?))),
+        (Role::Risk, || Ok(Analysis::Risk(risks()))),
+        (Role::KiroStrategy, || Ok(Analysis::Kiro(kiro()?))),
+    ];
+    for (role, make) in analyses {
+        let (clock, trace) = (Arc::clone(&clock), Arc::clone(&trace));
+        let name = milestone_agents::role_name(&role).to_string();
+        r.bind(
+            role,
+            FnAgent::new(name.clone(), move |_req: AgentRequest, _ctx| {
+                let (clock, trace, name) = (Arc::clone(&clock), Arc::clone(&trace), name.clone());
+                async move {
+                    let start = clock.now().as_millis();
+                    clock.sleep(40).await;
+                    if let Ok(mut t) = trace.lock() {
+                        t.push((name, start, clock.now().as_millis()));
+                    }
+                    analysis(make().map_err(|e| AgentError::permanent(e.to_string()))?)
+                }
+            }),
+        );
+    }
+    let phase_clock = Arc::clone(&clock);
     r.bind_any_phase(FnAgent::new(
         "phase-agent",
-        |req: AgentRequest, ctx| async move {
-            ctx.report_progress(0.5);
-            phase_output(&req)
+        move |req: AgentRequest, ctx| {
+            let clock = Arc::clone(&phase_clock);
+            async move {
+                // Half done: under the pipeline strategy the next phase may start now.
+                ctx.report_progress(0.5);
+                clock.sleep(60).await;
+                phase_output(&req)
+            }
         },
     ));
+    let task_clock = Arc::clone(&clock);
     r.bind(
         Role::Task,
-        FnAgent::sync("task-agent", |req| {
-            Ok(AgentOutput::new(format!("done: {}", req.work)).with_quality("tests-passed", 1.0))
+        FnAgent::new("task-agent", move |req: AgentRequest, _ctx| {
+            let clock = Arc::clone(&task_clock);
+            async move {
+                clock.sleep(20).await;
+                Ok(AgentOutput::new(format!("done: {}", req.work))
+                    .with_quality("tests-passed", 1.0))
+            }
         }),
     );
     Ok(r)
@@ -507,22 +404,6 @@ fn registry() -> Result<Registry, Box<dyn Error>> {
 fn analysis(a: Analysis) -> Result<AgentOutput, AgentError> {
     let data = serde_json::to_value(&a).map_err(|e| AgentError::permanent(e.to_string()))?;
     Ok(AgentOutput::new("analysis done").with_data(data))
-}
-
-/// The aggregation agent: the four analyses in, one plan out (the built-in deterministic merge).
-fn aggregate(req: AgentRequest) -> Result<AgentOutput, AgentError> {
-    let mut analyses = Analyses::default();
-    for upstream in &req.input {
-        if !matches!(upstream.from, Work::Planning(a) if a != Work4::Aggregation) {
-            continue;
-        }
-        let a: Analysis = serde_json::from_value(upstream.data.clone())
-            .map_err(|e| AgentError::invalid_output(format!("{}: {e}", upstream.from)))?;
-        analyses.record(a);
-    }
-    let plan = plan::aggregate(analyses);
-    let data = serde_json::to_value(&plan).map_err(|e| AgentError::permanent(e.to_string()))?;
-    Ok(AgentOutput::new("plan aggregated").with_data(data))
 }
 
 /// A phase agent: names the phase's expected outputs (the quality gate checks them); the task
