@@ -571,7 +571,8 @@ impl Engine {
             }
             if i == self.receiver && self.nodes.len() > self.np {
                 let attempt = self.nodes[i].attempts + 1;
-                self.emit(
+                self.emit_at(
+                    i,
                     Event::ItemStarted {
                         at: Timestamp(now),
                         item: self.nodes[i].item.clone(),
@@ -612,7 +613,8 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let attempt = self.nodes[i].attempts + 1;
         let item = self.nodes[i].item.clone();
-        self.emit(
+        self.emit_at(
+            i,
             Event::ItemStarted {
                 at: Timestamp(now),
                 item: item.clone(),
@@ -742,7 +744,8 @@ impl Engine {
         };
         let progress = progress.short_of_complete();
         if progress > self.state_item(i).progress {
-            self.emit(
+            self.emit_at(
+                i,
                 Event::ItemProgressed {
                     at: Timestamp(now),
                     item: self.nodes[i].item.clone(),
@@ -772,7 +775,8 @@ impl Engine {
         let Some(i) = self.check_running(&work, attempt)? else {
             return Ok(());
         };
-        self.emit(
+        self.emit_at(
+            i,
             Event::ItemHandedOff {
                 at: Timestamp(now),
                 item: self.nodes[i].item.clone(),
@@ -957,7 +961,8 @@ impl Engine {
         now: u64,
         out: &mut Step,
     ) -> Result<(), EngineError> {
-        self.emit(
+        self.emit_at(
+            i,
             Event::ItemCompleted {
                 at: Timestamp(now),
                 item: self.nodes[i].item.clone(),
@@ -996,7 +1001,8 @@ impl Engine {
         out: &mut Step,
     ) -> Result<(), EngineError> {
         let item = self.nodes[i].item.clone();
-        self.emit(
+        self.emit_at(
+            i,
             Event::ItemCompleted {
                 at: Timestamp(now),
                 item: item.clone(),
@@ -1169,7 +1175,8 @@ impl Engine {
         for i in open {
             let i = i as usize;
             if self.state_item(i).status == ItemStatus::InProgress {
-                self.emit(
+                self.emit_at(
+                    i,
                     Event::ItemCancelled {
                         at: Timestamp(now),
                         item: self.nodes[i].item.clone(),

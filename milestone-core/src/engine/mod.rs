@@ -82,7 +82,7 @@
 
 mod config;
 mod exec;
-mod hash;
+pub(crate) mod hash;
 mod io;
 mod node;
 mod planning;
@@ -102,10 +102,10 @@ pub use io::{
 };
 pub use recovery::backoff_delay_ms;
 
-use crate::event::Event;
+use crate::event::{Event, Slot};
 use crate::state::{ItemRef, MilestoneState};
 use crate::units::Timestamp;
-use node::{Node, ReadyKey};
+use node::{Node, ReadyQueue};
 use planning::Planning;
 
 /// A timer: (time, node, attempt).
@@ -141,7 +141,7 @@ pub struct Engine {
     succs: Vec<Vec<u32>>,
     /// Phases in dispatch order: priority, critical path, position.
     phase_order: Vec<u32>,
-    ready: BinaryHeap<ReadyKey>,
+    ready: ReadyQueue,
     /// Ready tasks whose task phase is not in progress yet.
     parked: Vec<u32>,
     /// Agents running (node indices).
@@ -252,7 +252,7 @@ impl Engine {
             preds: Vec::new(),
             succs: Vec::new(),
             phase_order: Vec::new(),
-            ready: BinaryHeap::new(),
+            ready: ReadyQueue::default(),
             parked: Vec::new(),
             running: Vec::new(),
             phases_active: 0,
@@ -378,6 +378,21 @@ impl Engine {
     /// Applies `event` to the state and appends it to the step.
     fn emit(&mut self, event: Event, out: &mut Step) -> Result<(), EngineError> {
         self.state.apply(&event).map_err(EngineError::Internal)?;
+        out.events.push(event);
+        Ok(())
+    }
+
+    /// As [`Engine::emit`], for an event about node `i`: the state finds the item by the
+    /// node's position instead of looking its id up.
+    fn emit_at(&mut self, i: usize, event: Event, out: &mut Step) -> Result<(), EngineError> {
+        let hint = if i < self.np {
+            Slot::Phase(i)
+        } else {
+            Slot::Task(i - self.np)
+        };
+        self.state
+            .apply_at(&event, Some(hint))
+            .map_err(EngineError::Internal)?;
         out.events.push(event);
         Ok(())
     }
