@@ -28,6 +28,7 @@ impl Engine {
         self.np = np;
         self.receiver = wf.position(wf.task_phase().as_str()).unwrap_or(np - 1);
         self.nodes.clear();
+        self.recent.clear();
         self.ready.clear();
         self.parked.clear();
         self.running.clear();
@@ -675,6 +676,9 @@ impl Engine {
         n.st = NodeState::Running { attempt, deadline };
         n.slot = self.running.len() as u32;
         self.running.push(i as u32);
+        if i >= self.np {
+            self.remember(i);
+        }
         if i < self.np && !was_active {
             self.phases_active += 1;
         }

@@ -160,6 +160,12 @@ pub struct Engine {
     last_wake: Option<u64>,
     planning: Planning,
     idem_base: u64,
+    /// Recently started tasks by the address of their id's text, direct-mapped. The engine
+    /// hands out the ids it holds and a host echoes them back, so an input about running work
+    /// usually finds its node here with one multiply and one compare, without hashing the
+    /// id's text; a miss (an id built anew, an overwritten entry) falls back to the state's
+    /// index.
+    recent: Vec<(usize, u32)>,
 }
 
 impl Engine {
@@ -268,6 +274,7 @@ impl Engine {
             last_wake: None,
             planning: Planning::default(),
             idem_base,
+            recent: Vec::new(),
         };
         engine.rebuild(&mem);
         if engine.enabled {
@@ -402,13 +409,53 @@ impl Engine {
         let found = match work {
             Work::Item(ItemRef::Phase(p)) => self.state.workflow().position(p.as_str()),
             Work::Item(ItemRef::Task(t)) => {
-                self.state.task_position(t.as_str()).map(|j| self.np + j)
+                let addr = t.as_str().as_ptr() as usize;
+                match self.recent.get(self.recent_slot(addr)) {
+                    // The node holds that id alive, so no other id has its address while it
+                    // exists; the node's own id is checked all the same.
+                    Some(&(a, i))
+                        if a == addr
+                            && self
+                                .nodes
+                                .get(i as usize)
+                                .is_some_and(|n| n.item_addr() == addr) =>
+                    {
+                        Some(i as usize)
+                    }
+                    _ => self.state.task_position(t.as_str()).map(|j| self.np + j),
+                }
             }
             Work::Planning(_) => None,
         };
         found
             .filter(|&i| i < self.nodes.len())
             .ok_or_else(|| EngineError::UnknownWork { work: work.clone() })
+    }
+
+    /// The entry of `recent` for an id at `addr` (a Fibonacci hash of the address).
+    fn recent_slot(&self, addr: usize) -> usize {
+        let bits = self.recent.len().trailing_zeros();
+        if bits == 0 {
+            return 0;
+        }
+        ((addr as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - bits)) as usize
+    }
+
+    /// Remembers a started task for [`Engine::node_of`].
+    fn remember(&mut self, i: usize) {
+        if self.recent.is_empty() {
+            // Eight entries per agent that may run at once: few collisions, L1-sized.
+            let n = self
+                .config
+                .max_concurrency
+                .saturating_mul(8)
+                .clamp(64, 4096)
+                .next_power_of_two();
+            self.recent = vec![(0, 0); n];
+        }
+        let addr = self.nodes[i].item_addr();
+        let k = self.recent_slot(addr);
+        self.recent[k] = (addr, i as u32);
     }
 
     /// Asks for a tick at the earliest pending timer when the host has no earlier wake-up.
@@ -430,14 +477,18 @@ impl Engine {
             }
             self.retries.pop();
         }
-        let next = [
-            self.deadlines.peek().map(|t| t.0.0),
-            self.retries.peek().map(|t| t.0.0),
+        let earlier = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (Some(x), Some(y)) => Some(x.min(y)),
+            (x, None) => x,
+            (None, y) => y,
+        };
+        let next = earlier(
+            earlier(
+                self.deadlines.peek().map(|t| t.0.0),
+                self.retries.peek().map(|t| t.0.0),
+            ),
             self.planning.next_timer(),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
+        );
         if let Some(t) = next
             && self.last_wake.is_none_or(|w| t < w || w <= now)
         {
@@ -448,5 +499,98 @@ impl Engine {
 
     fn is_running(&self, i: usize, attempt: u32) -> bool {
         matches!(self.nodes.get(i).map(|n| n.st), Some(node::NodeState::Running { attempt: a, .. }) if a == attempt)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::{MilestoneId, PhaseId, TaskId};
+    use crate::state::{ItemOutput, TaskSpec};
+    use crate::units::Weight;
+    use crate::workflow::{PhaseSpec, Workflow};
+
+    fn engine_with_tasks(n: usize) -> Engine {
+        let phase = PhaseSpec::new(
+            PhaseId::new("execute").unwrap(),
+            "Execution",
+            Weight::new(100).unwrap(),
+        );
+        let log = [
+            Event::Created {
+                at: Timestamp(0),
+                id: MilestoneId::new("m").unwrap(),
+                title: "m".into(),
+                context: String::new(),
+                workflow: Workflow::new(vec![phase], 3).unwrap(),
+                seed: 1,
+            },
+            Event::ExecutionStarted { at: Timestamp(0) },
+            Event::TasksAdded {
+                at: Timestamp(0),
+                tasks: (0..n)
+                    .map(|i| TaskSpec::new(TaskId::new(format!("t{i}")).unwrap(), "t"))
+                    .collect(),
+            },
+        ];
+        Engine::resume(&log, EngineConfig::default()).unwrap()
+    }
+
+    fn started(step: &Step) -> Vec<(Work, u32)> {
+        step.commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::Start(s) => Some((s.work.clone(), s.attempt)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Inputs find their node whether they echo the engine's id or build the same id anew;
+    /// unknown and stale ones are refused the same way.
+    #[test]
+    fn inputs_find_their_node_by_the_echoed_id_or_by_a_new_one() {
+        let mut e = engine_with_tasks(3);
+        let step = e
+            .handle(Input::Start(StartMode::Execution), Timestamp(1))
+            .unwrap();
+        let starts = started(&step);
+        assert_eq!(starts.len(), 3);
+        let finish = |work: Work, attempt| Input::Finished {
+            work,
+            attempt,
+            output: ItemOutput::default(),
+        };
+        // Echoed (same allocation).
+        let (w0, a0) = starts[0].clone();
+        e.handle(finish(w0.clone(), a0), Timestamp(2)).unwrap();
+        // The same id, built anew.
+        let fresh = Work::Item(ItemRef::Task(
+            TaskId::new(starts[1].0.to_string().trim_start_matches("task ")).unwrap(),
+        ));
+        let addr = |w: &Work| match w {
+            Work::Item(it) => it.as_str().as_ptr(),
+            Work::Planning(_) => std::ptr::null(),
+        };
+        assert_eq!(fresh, starts[1].0);
+        assert_ne!(addr(&fresh), addr(&starts[1].0));
+        e.handle(finish(fresh, starts[1].1), Timestamp(3)).unwrap();
+        // Stale: already finished.
+        assert_eq!(
+            e.handle(finish(w0.clone(), a0), Timestamp(4)),
+            Err(EngineError::NotRunning {
+                work: w0,
+                attempt: a0
+            })
+        );
+        // Unknown.
+        let unknown = Work::Item(ItemRef::Task(TaskId::new("t9").unwrap()));
+        assert_eq!(
+            e.handle(finish(unknown.clone(), 1), Timestamp(5)),
+            Err(EngineError::UnknownWork { work: unknown })
+        );
+        let (w2, a2) = starts[2].clone();
+        e.handle(finish(w2, a2), Timestamp(6)).unwrap();
+        assert_eq!(e.state().status(), crate::state::MilestoneStatus::Completed);
     }
 }
