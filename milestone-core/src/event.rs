@@ -329,6 +329,11 @@ pub(crate) enum Slot {
     Task(usize),
 }
 
+/// Equal texts, by address first (ids cloned from one another share their text).
+fn same(a: &str, b: &str) -> bool {
+    std::ptr::eq(a, b) || a == b
+}
+
 fn refused(event: &Event, reason: impl Into<String>) -> TransitionError {
     TransitionError::Refused {
         event: event.kind(),
@@ -701,12 +706,16 @@ impl MilestoneState {
     /// pointer comparison.
     fn holds_at(&self, slot: Slot, item: &ItemRef) -> bool {
         match (slot, item) {
-            (Slot::Phase(i), ItemRef::Phase(p)) => {
-                self.data.phases.get(i).is_some_and(|x| x.id == *p)
-            }
-            (Slot::Task(i), ItemRef::Task(t)) => {
-                self.data.tasks.get(i).is_some_and(|x| x.spec.id == *t)
-            }
+            (Slot::Phase(i), ItemRef::Phase(p)) => self
+                .data
+                .phases
+                .get(i)
+                .is_some_and(|x| same(x.id.as_str(), p.as_str())),
+            (Slot::Task(i), ItemRef::Task(t)) => self
+                .data
+                .tasks
+                .get(i)
+                .is_some_and(|x| same(x.spec.id.as_str(), t.as_str())),
             _ => false,
         }
     }

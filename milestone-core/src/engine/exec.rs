@@ -614,15 +614,12 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let attempt = self.nodes[i].attempts + 1;
         let item = self.nodes[i].item.clone();
-        self.emit_at(
-            i,
-            Event::ItemStarted {
-                at: Timestamp(now),
-                item: item.clone(),
-                attempt,
-            },
-            out,
-        )?;
+        let started = item.clone();
+        self.emit_with(i, out, || Event::ItemStarted {
+            at: Timestamp(now),
+            item: started,
+            attempt,
+        })?;
         let phase_pos = if i < self.np { i } else { self.receiver };
         let spec = &self.state.workflow().phases()[phase_pos];
         let budget = spec.limits.clone();
@@ -965,15 +962,12 @@ impl Engine {
         now: u64,
         out: &mut Step,
     ) -> Result<(), EngineError> {
-        self.emit_at(
-            i,
-            Event::ItemCompleted {
-                at: Timestamp(now),
-                item: self.nodes[i].item.clone(),
-                output,
-            },
-            out,
-        )?;
+        let item = self.nodes[i].item.clone();
+        self.emit_with(i, out, || Event::ItemCompleted {
+            at: Timestamp(now),
+            item,
+            output,
+        })?;
         self.task_done(i);
         Ok(())
     }

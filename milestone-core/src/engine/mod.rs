@@ -391,16 +391,33 @@ impl Engine {
 
     /// As [`Engine::emit`], for an event about node `i`: the state finds the item by the
     /// node's position instead of looking its id up.
+    #[inline(always)]
     fn emit_at(&mut self, i: usize, event: Event, out: &mut Step) -> Result<(), EngineError> {
+        self.emit_with(i, out, || event)
+    }
+
+    /// As [`Engine::emit_at`], building the event only once the step has room for it, so that
+    /// it is written straight into the step instead of being built aside and copied whole.
+    #[inline(always)]
+    fn emit_with(
+        &mut self,
+        i: usize,
+        out: &mut Step,
+        make: impl FnOnce() -> Event,
+    ) -> Result<(), EngineError> {
         let hint = if i < self.np {
             Slot::Phase(i)
         } else {
             Slot::Task(i - self.np)
         };
-        self.state
-            .apply_at(&event, Some(hint))
-            .map_err(EngineError::Internal)?;
-        out.events.push(event);
+        out.events.extend(std::iter::once_with(make));
+        if let Some(e) = out.events.last()
+            && let Err(err) = self.state.apply_at(e, Some(hint))
+        {
+            // Refused: taken back, so the step holds only applied events.
+            out.events.pop();
+            return Err(EngineError::Internal(err));
+        }
         Ok(())
     }
 
