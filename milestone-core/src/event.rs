@@ -512,7 +512,16 @@ impl MilestoneState {
                 let st = self.at_slot_mut(slot);
                 st.status = ItemStatus::Completed;
                 st.completed_at = Some(*at);
-                st.output = Some(output.clone());
+                // Most outputs of plain tasks are empty: no clone of each empty field then.
+                let empty = output.summary.is_empty()
+                    && output.artifacts.is_empty()
+                    && output.decisions.is_empty()
+                    && output.data.is_null();
+                st.output = Some(if empty {
+                    ItemOutput::default()
+                } else {
+                    output.clone()
+                });
                 st.partial = None;
             }
             Event::ItemFailed { item, error, .. } => {

@@ -916,7 +916,12 @@ impl MilestoneState {
         if self.task_total == 0 {
             return None;
         }
-        let bp = self.task_done * 10_000 / self.task_total;
+        let done = self.task_done * 10_000;
+        // A 64-bit division when both fit (up to ~1.8e15 ms of estimates), else 128-bit.
+        let bp = match (u64::try_from(done), u64::try_from(self.task_total)) {
+            (Ok(d), Ok(t)) => u128::from(d / t),
+            _ => done / self.task_total,
+        };
         Some(Progress::from_basis_points(bp as u32))
     }
     /// Whether every phase is completed.

@@ -4,8 +4,8 @@ use std::cmp::Reverse;
 
 use super::node::{Node, NodeState, ReadyKey};
 use super::{
-    CacheKey, Command, Engine, EngineError, IdempotencyKey, LogMemory, Outcome, Role, StartCommand,
-    Step, Strategy, Upstream, Work, hash,
+    CacheKey, Command, Engine, EngineError, IdempotencyKey, LogMemory, Outcome, RecoveryStep, Role,
+    StartCommand, Step, Strategy, Upstream, Work, hash,
 };
 use crate::complexity::Complexity;
 use crate::event::Event;
@@ -404,9 +404,26 @@ impl Engine {
             },
             out,
         )?;
-        self.checkpoints.push((label.clone(), self.state.clone()));
+        if self.may_roll_back() {
+            self.checkpoints.push((label.clone(), self.state.clone()));
+        } else {
+            // No rollback can ever use a checkpoint state: no O(items) copy.
+            self.checkpoints.clear();
+        }
         out.commands.push(Command::Checkpoint { label });
         Ok(())
+    }
+
+    /// Whether a rollback may still happen: the recovery chain can ask for an intervention
+    /// (which offers one), or roll back itself with rollbacks left. The count of rollbacks
+    /// never goes down, so once this is false it stays false.
+    pub(super) fn may_roll_back(&self) -> bool {
+        let r = &self.config.recovery;
+        r.order.iter().any(|s| match s {
+            RecoveryStep::Intervene => true,
+            RecoveryStep::Rollback => self.state.rollbacks() < r.max_rollbacks,
+            _ => false,
+        })
     }
 
     /// Starts what may start, completes what may complete.

@@ -37,8 +37,9 @@
 //! - **Git.** A checkpoint at execution start and after every phase, a commit command when a
 //!   phase completes, a tag (and a merge when configured) when the milestone completes. The
 //!   engine keeps the state of the last phase-boundary checkpoint for rollback (one O(items)
-//!   copy per phase boundary, none per task); the execution-start checkpoint is recorded for
-//!   the store but is no rollback target.
+//!   copy per phase boundary, none per task, and none at all once the recovery chain can no
+//!   longer roll back: no intervention step and no rollbacks left); the execution-start
+//!   checkpoint is recorded for the store but is no rollback target.
 //! - **Resume.** [`Engine::resume`] folds any prefix of the log. Completed items are never
 //!   started again; items in flight start again as a new attempt with the same idempotency
 //!   key once the host feeds [`Input::Start`] or [`Input::Tick`]. Planning progress is not
@@ -193,10 +194,17 @@ impl Engine {
         };
         let mut checkpoints: Vec<(String, MilestoneState)> = Vec::new();
         let mut mem = LogMemory::default();
+        let r = &config.recovery;
+        // Whether this configuration can ever roll back (see `Engine::may_roll_back`).
+        let keep = r.order.iter().any(|s| match s {
+            RecoveryStep::Intervene => true,
+            RecoveryStep::Rollback => r.max_rollbacks > 0,
+            _ => false,
+        });
         for e in it {
             state.apply(e).map_err(EngineError::Log)?;
             match e {
-                Event::CheckpointRecorded { label, .. } if label != EXECUTION_START => {
+                Event::CheckpointRecorded { label, .. } if label != EXECUTION_START && keep => {
                     checkpoints.push((label.clone(), state.clone()));
                 }
                 Event::RolledBack { label, .. } => {
@@ -609,5 +617,65 @@ mod tests {
         let (w2, a2) = starts[2].clone();
         e.handle(finish(w2, a2), Timestamp(6)).unwrap();
         assert_eq!(e.state().status(), crate::state::MilestoneStatus::Completed);
+    }
+
+    /// The most checkpoint states an engine with `recovery` holds while running two phases to
+    /// completion.
+    fn checkpoints_kept(recovery: RecoveryConfig) -> usize {
+        let phases = ["a", "b"]
+            .map(|p| PhaseSpec::new(PhaseId::new(p).unwrap(), p, Weight::new(50).unwrap()));
+        let log = [
+            Event::Created {
+                at: Timestamp(0),
+                id: MilestoneId::new("m").unwrap(),
+                title: "m".into(),
+                context: String::new(),
+                workflow: Workflow::new(phases.to_vec(), 3).unwrap(),
+                seed: 1,
+            },
+            Event::ExecutionStarted { at: Timestamp(0) },
+        ];
+        let config = EngineConfig {
+            recovery,
+            ..EngineConfig::default()
+        };
+        let mut e = Engine::resume(&log, config).unwrap();
+        let mut step = e
+            .handle(Input::Start(StartMode::Execution), Timestamp(1))
+            .unwrap();
+        let mut most = 0;
+        while let Some((work, attempt)) = started(&step).pop() {
+            step = e
+                .handle(
+                    Input::Finished {
+                        work,
+                        attempt,
+                        output: ItemOutput::default(),
+                    },
+                    Timestamp(2),
+                )
+                .unwrap();
+            most = most.max(e.checkpoints.len());
+        }
+        assert_eq!(e.state().status(), crate::state::MilestoneStatus::Completed);
+        most
+    }
+
+    #[test]
+    fn checkpoint_states_are_kept_only_when_a_rollback_can_use_them() {
+        let chain = |order: Vec<RecoveryStep>, max_rollbacks| RecoveryConfig {
+            order,
+            max_rollbacks,
+            ..RecoveryConfig::default()
+        };
+        assert_eq!(checkpoints_kept(RecoveryConfig::default()), 1);
+        assert_eq!(checkpoints_kept(chain(vec![RecoveryStep::Rollback], 1)), 1);
+        assert_eq!(checkpoints_kept(chain(vec![RecoveryStep::Intervene], 0)), 1);
+        assert_eq!(checkpoints_kept(chain(vec![RecoveryStep::Retry], 1)), 0);
+        assert_eq!(checkpoints_kept(chain(vec![RecoveryStep::Rollback], 0)), 0);
+        assert_eq!(
+            checkpoints_kept(chain(vec![RecoveryStep::Retry, RecoveryStep::Degrade], 3)),
+            0
+        );
     }
 }
