@@ -117,17 +117,28 @@ impl ReadyKey {
     }
 }
 
-/// The ready tasks, largest key first. Keys pushed in non-increasing order (tasks added in
-/// order and all alike, the common case) go to a FIFO run and cost O(1); the others go to a
-/// binary heap. `pop` takes the larger of the two heads, so the order is the heap's order.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct ReadyQueue {
-    run: VecDeque<ReadyKey>,
-    heap: BinaryHeap<ReadyKey>,
+/// A max-queue for keys that mostly arrive in order: the ready tasks (largest key first) and
+/// the attempt deadlines (as `Reverse`, earliest first). Keys pushed in non-increasing order
+/// (tasks added in order and all alike; deadlines of one phase's attempts) go to a FIFO run
+/// and cost O(1); the others go to a binary heap. `pop` takes the larger of the two heads, so
+/// the order is exactly a heap's.
+#[derive(Debug, Clone)]
+pub(crate) struct ReadyQueue<T = ReadyKey> {
+    run: VecDeque<T>,
+    heap: BinaryHeap<T>,
 }
 
-impl ReadyQueue {
-    pub(crate) fn push(&mut self, key: ReadyKey) {
+impl<T> Default for ReadyQueue<T> {
+    fn default() -> Self {
+        ReadyQueue {
+            run: VecDeque::new(),
+            heap: BinaryHeap::new(),
+        }
+    }
+}
+
+impl<T: Ord + Copy> ReadyQueue<T> {
+    pub(crate) fn push(&mut self, key: T) {
         if self.run.back().is_none_or(|&last| key <= last) {
             self.run.push_back(key);
         } else {
@@ -135,12 +146,30 @@ impl ReadyQueue {
         }
     }
 
-    pub(crate) fn pop(&mut self) -> Option<ReadyKey> {
+    pub(crate) fn peek(&self) -> Option<&T> {
+        match (self.run.front(), self.heap.peek()) {
+            (Some(a), Some(b)) if b > a => Some(b),
+            (Some(a), _) => Some(a),
+            (None, b) => b,
+        }
+    }
+
+    pub(crate) fn pop(&mut self) -> Option<T> {
         match (self.run.front(), self.heap.peek()) {
             (Some(a), Some(b)) if b > a => self.heap.pop(),
             (Some(_), _) => self.run.pop_front(),
             (None, _) => self.heap.pop(),
         }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.run.len() + self.heap.len()
+    }
+
+    /// Keeps the keys `keep` accepts (the run stays in order).
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
+        self.run.retain(&mut keep);
+        self.heap.retain(keep);
     }
 
     pub(crate) fn clear(&mut self) {
@@ -176,9 +205,17 @@ mod tests {
                         q.push(k);
                         h.push(k);
                     }
-                    None => prop_assert_eq!(q.pop(), h.pop()),
+                    None => {
+                        prop_assert_eq!(q.peek().copied(), h.peek().copied());
+                        prop_assert_eq!(q.pop(), h.pop());
+                    }
                 }
+                prop_assert_eq!(q.len(), h.len());
             }
+            // Dropping some keys keeps the order of the rest.
+            q.retain(|k| k.index() % 3 != 0);
+            h.retain(|k| k.index() % 3 != 0);
+            prop_assert_eq!(q.len(), h.len());
             while let Some(k) = h.pop() {
                 prop_assert_eq!(q.pop(), Some(k));
             }
