@@ -321,10 +321,17 @@ impl Event {
 }
 
 /// Where an item lives in the state: its index among the phases or the tasks.
-#[derive(Clone, Copy)]
-enum Slot {
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Slot {
+    /// A phase's position in the workflow.
     Phase(usize),
+    /// A task's position among the tasks.
     Task(usize),
+}
+
+/// Equal texts, by address first (ids cloned from one another share their text).
+fn same(a: &str, b: &str) -> bool {
+    std::ptr::eq(a, b) || a == b
 }
 
 fn refused(event: &Event, reason: impl Into<String>) -> TransitionError {
@@ -402,6 +409,17 @@ impl MilestoneState {
     /// # Errors
     /// [`TransitionError`] naming the item and the refused change when the event does not fit.
     pub fn apply(&mut self, event: &Event) -> Result<(), TransitionError> {
+        self.apply_at(event, None)
+    }
+
+    /// As [`MilestoneState::apply`], with where the event's item probably is: a caller that
+    /// keeps its own index (the engine) saves the id lookup. A wrong hint costs the lookup,
+    /// never correctness: it is used only when the id at that position is the event's.
+    pub(crate) fn apply_at(
+        &mut self,
+        event: &Event,
+        hint: Option<Slot>,
+    ) -> Result<(), TransitionError> {
         if self.data.status.is_final() {
             if let Event::StatusChanged { status, .. } = event {
                 return Err(TransitionError::Milestone {
@@ -452,7 +470,7 @@ impl MilestoneState {
                         format!("the milestone is {}", self.data.status),
                     ));
                 }
-                let slot = self.slot(item)?;
+                let slot = self.slot(item, hint)?;
                 let st = self.at_slot(slot);
                 check_item_transition(item, st.status, ItemStatus::InProgress)?;
                 if *attempt <= st.attempts {
@@ -470,7 +488,7 @@ impl MilestoneState {
                 st.started_at.get_or_insert(*at);
             }
             Event::ItemProgressed { item, progress, .. } => {
-                let slot = self.slot(item)?;
+                let slot = self.slot(item, hint)?;
                 let st = self.at_slot(slot);
                 if st.status != ItemStatus::InProgress {
                     return Err(refused(
@@ -481,7 +499,7 @@ impl MilestoneState {
                 self.raise_progress(slot, progress.short_of_complete());
             }
             Event::ItemHandedOff { item, partial, .. } => {
-                let slot = self.slot(item)?;
+                let slot = self.slot(item, hint)?;
                 let st = self.at_slot(slot);
                 if st.status != ItemStatus::InProgress {
                     return Err(refused(
@@ -492,30 +510,39 @@ impl MilestoneState {
                 self.at_slot_mut(slot).partial = Some(partial.clone());
             }
             Event::ItemCompleted { item, output, at } => {
-                let slot = self.slot(item)?;
+                let slot = self.slot(item, hint)?;
                 check_item_transition(item, self.at_slot(slot).status, ItemStatus::Completed)?;
                 self.raise_progress(slot, Progress::COMPLETE);
                 let st = self.at_slot_mut(slot);
                 st.status = ItemStatus::Completed;
                 st.completed_at = Some(*at);
-                st.output = Some(output.clone());
+                // Most outputs of plain tasks are empty: no clone of each empty field then.
+                let empty = output.summary.is_empty()
+                    && output.artifacts.is_empty()
+                    && output.decisions.is_empty()
+                    && output.data.is_null();
+                st.output = Some(if empty {
+                    ItemOutput::default()
+                } else {
+                    output.clone()
+                });
                 st.partial = None;
             }
             Event::ItemFailed { item, error, .. } => {
-                let slot = self.set_item_status(item, ItemStatus::Failed)?;
+                let slot = self.set_item_status(item, hint, ItemStatus::Failed)?;
                 self.at_slot_mut(slot).last_error = Some(error.clone());
             }
             Event::ItemBlocked { item, .. } => {
-                self.set_item_status(item, ItemStatus::Blocked)?;
+                self.set_item_status(item, hint, ItemStatus::Blocked)?;
             }
             Event::ItemSkipped { item, .. } => {
-                self.set_item_status(item, ItemStatus::Skipped)?;
+                self.set_item_status(item, hint, ItemStatus::Skipped)?;
             }
             Event::ItemCancelled { item, .. } => {
-                self.set_item_status(item, ItemStatus::Cancelled)?;
+                self.set_item_status(item, hint, ItemStatus::Cancelled)?;
             }
             Event::RetryScheduled { item, attempt, .. } => {
-                let st = self.at_slot(self.slot(item)?);
+                let st = self.at_slot(self.slot(item, hint)?);
                 if !matches!(st.status, ItemStatus::Failed | ItemStatus::Blocked) {
                     return Err(refused(
                         event,
@@ -583,7 +610,7 @@ impl MilestoneState {
                     return Err(refused(event, "an intervention needs at least one option"));
                 }
                 if let Some(i) = item {
-                    self.slot(i)?;
+                    self.slot(i, hint)?;
                 }
                 self.data.status = MilestoneStatus::AwaitingIntervention;
                 self.data.intervention = Some(Intervention {
@@ -659,7 +686,7 @@ impl MilestoneState {
             Event::Tagged { tag, .. } => self.data.git.tag = Some(tag.clone()),
             Event::Merged { commit, .. } => self.data.git.merge_commit = Some(commit.clone()),
             Event::ItemDegraded { item, .. } => {
-                let st = self.at_slot(self.slot(item)?);
+                let st = self.at_slot(self.slot(item, hint)?);
                 if st.status != ItemStatus::Failed {
                     return Err(refused(
                         event,
@@ -674,12 +701,36 @@ impl MilestoneState {
     }
 
     /// Resolves an item to its position: the only id lookup an item event does.
-    fn slot(&self, item: &ItemRef) -> Result<Slot, TransitionError> {
+    fn slot(&self, item: &ItemRef, hint: Option<Slot>) -> Result<Slot, TransitionError> {
+        if let Some(h) = hint
+            && self.holds_at(h, item)
+        {
+            return Ok(h);
+        }
         let slot = match item {
             ItemRef::Phase(p) => self.data.workflow.position(p.as_str()).map(Slot::Phase),
             ItemRef::Task(t) => self.task_index.get(t.as_str()).copied().map(Slot::Task),
         };
         slot.ok_or_else(|| TransitionError::UnknownItem { item: item.clone() })
+    }
+
+    /// Whether `item` is the one at `slot` (ids are unique, so then the lookup would find it
+    /// there). The engine's ids share their allocation with the state's, so this is usually a
+    /// pointer comparison.
+    fn holds_at(&self, slot: Slot, item: &ItemRef) -> bool {
+        match (slot, item) {
+            (Slot::Phase(i), ItemRef::Phase(p)) => self
+                .data
+                .phases
+                .get(i)
+                .is_some_and(|x| same(x.id.as_str(), p.as_str())),
+            (Slot::Task(i), ItemRef::Task(t)) => self
+                .data
+                .tasks
+                .get(i)
+                .is_some_and(|x| same(x.spec.id.as_str(), t.as_str())),
+            _ => false,
+        }
     }
 
     fn at_slot(&self, slot: Slot) -> &ItemState {
@@ -696,8 +747,13 @@ impl MilestoneState {
         }
     }
 
-    fn set_item_status(&mut self, item: &ItemRef, to: ItemStatus) -> Result<Slot, TransitionError> {
-        let slot = self.slot(item)?;
+    fn set_item_status(
+        &mut self,
+        item: &ItemRef,
+        hint: Option<Slot>,
+        to: ItemStatus,
+    ) -> Result<Slot, TransitionError> {
+        let slot = self.slot(item, hint)?;
         let st = self.at_slot_mut(slot);
         check_item_transition(item, st.status, to)?;
         st.status = to;

@@ -29,6 +29,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize, Serializer};
 
+use crate::engine::hash::IdHashState;
 use crate::error::{LoadError, Problem, ProblemKind, Problems};
 use crate::id::{MilestoneId, PhaseId, TaskId};
 use crate::plan::MilestonePlan;
@@ -599,7 +600,7 @@ pub(crate) struct StateData {
 pub struct MilestoneState {
     pub(crate) data: StateData,
     /// Task id → position in `data.tasks`.
-    pub(crate) task_index: HashMap<TaskId, usize>,
+    pub(crate) task_index: HashMap<TaskId, usize, IdHashState>,
     /// Σ weight × progress (basis points) of the tasks, for O(1) task-phase progress.
     pub(crate) task_done: u128,
     /// Σ weight × 10 000 of the tasks.
@@ -664,7 +665,7 @@ impl MilestoneState {
                 rollbacks: 0,
                 events_applied: 1,
             },
-            task_index: HashMap::new(),
+            task_index: HashMap::default(),
             task_done: 0,
             task_total: 0,
             task_phase_pos,
@@ -726,7 +727,8 @@ impl MilestoneState {
                 "the phase list does not match the workflow's phases in order",
             ));
         }
-        let mut task_index = HashMap::with_capacity(data.tasks.len());
+        let mut task_index =
+            HashMap::with_capacity_and_hasher(data.tasks.len(), IdHashState::new());
         for (i, t) in data.tasks.iter().enumerate() {
             if task_index.insert(t.spec.id.clone(), i).is_some() {
                 problems.push(Problem::new(
@@ -924,7 +926,12 @@ impl MilestoneState {
         if self.task_total == 0 {
             return None;
         }
-        let bp = self.task_done * 10_000 / self.task_total;
+        let done = self.task_done * 10_000;
+        // A 64-bit division when both fit (up to ~1.8e15 ms of estimates), else 128-bit.
+        let bp = match (u64::try_from(done), u64::try_from(self.task_total)) {
+            (Ok(d), Ok(t)) => u128::from(d / t),
+            _ => done / self.task_total,
+        };
         Some(Progress::from_basis_points(bp as u32))
     }
     /// Whether every phase is done: completed, or skipped by a degraded run or the host. A

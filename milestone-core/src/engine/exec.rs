@@ -4,8 +4,8 @@ use std::cmp::Reverse;
 
 use super::node::{Node, NodeState, ReadyKey};
 use super::{
-    CacheKey, Command, Engine, EngineError, IdempotencyKey, LogMemory, Outcome, Role, StartCommand,
-    Step, Strategy, Upstream, Work, hash,
+    CacheKey, Command, Engine, EngineError, IdempotencyKey, LogMemory, Outcome, RecoveryStep, Role,
+    StartCommand, Step, Strategy, Upstream, Work, hash,
 };
 use crate::complexity::Complexity;
 use crate::event::Event;
@@ -28,6 +28,7 @@ impl Engine {
         self.np = np;
         self.receiver = wf.position(wf.task_phase().as_str()).unwrap_or(np - 1);
         self.nodes.clear();
+        self.recent.clear();
         self.ready.clear();
         self.parked.clear();
         self.running.clear();
@@ -403,9 +404,26 @@ impl Engine {
             },
             out,
         )?;
-        self.checkpoints.push((label.clone(), self.state.clone()));
+        if self.may_roll_back() {
+            self.checkpoints.push((label.clone(), self.state.clone()));
+        } else {
+            // No rollback can ever use a checkpoint state: no O(items) copy.
+            self.checkpoints.clear();
+        }
         out.commands.push(Command::Checkpoint { label });
         Ok(())
+    }
+
+    /// Whether a rollback may still happen: the recovery chain can ask for an intervention
+    /// (which offers one), or roll back itself with rollbacks left. The count of rollbacks
+    /// never goes down, so once this is false it stays false.
+    pub(super) fn may_roll_back(&self) -> bool {
+        let r = &self.config.recovery;
+        r.order.iter().any(|s| match s {
+            RecoveryStep::Intervene => true,
+            RecoveryStep::Rollback => self.state.rollbacks() < r.max_rollbacks,
+            _ => false,
+        })
     }
 
     /// Starts what may start, completes what may complete.
@@ -571,7 +589,8 @@ impl Engine {
             }
             if i == self.receiver && self.nodes.len() > self.np {
                 let attempt = self.nodes[i].attempts + 1;
-                self.emit(
+                self.emit_at(
+                    i,
                     Event::ItemStarted {
                         at: Timestamp(now),
                         item: self.nodes[i].item.clone(),
@@ -612,14 +631,12 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let attempt = self.nodes[i].attempts + 1;
         let item = self.nodes[i].item.clone();
-        self.emit(
-            Event::ItemStarted {
-                at: Timestamp(now),
-                item: item.clone(),
-                attempt,
-            },
-            out,
-        )?;
+        let started = item.clone();
+        self.emit_with(i, out, || Event::ItemStarted {
+            at: Timestamp(now),
+            item: started,
+            attempt,
+        })?;
         let phase_pos = if i < self.np { i } else { self.receiver };
         let spec = &self.state.workflow().phases()[phase_pos];
         let budget = spec.limits.clone();
@@ -673,6 +690,9 @@ impl Engine {
         n.st = NodeState::Running { attempt, deadline };
         n.slot = self.running.len() as u32;
         self.running.push(i as u32);
+        if i >= self.np {
+            self.remember(i);
+        }
         if i < self.np && !was_active {
             self.phases_active += 1;
         }
@@ -742,7 +762,8 @@ impl Engine {
         };
         let progress = progress.short_of_complete();
         if progress > self.state_item(i).progress {
-            self.emit(
+            self.emit_at(
+                i,
                 Event::ItemProgressed {
                     at: Timestamp(now),
                     item: self.nodes[i].item.clone(),
@@ -772,7 +793,8 @@ impl Engine {
         let Some(i) = self.check_running(&work, attempt)? else {
             return Ok(());
         };
-        self.emit(
+        self.emit_at(
+            i,
             Event::ItemHandedOff {
                 at: Timestamp(now),
                 item: self.nodes[i].item.clone(),
@@ -957,14 +979,12 @@ impl Engine {
         now: u64,
         out: &mut Step,
     ) -> Result<(), EngineError> {
-        self.emit(
-            Event::ItemCompleted {
-                at: Timestamp(now),
-                item: self.nodes[i].item.clone(),
-                output,
-            },
-            out,
-        )?;
+        let item = self.nodes[i].item.clone();
+        self.emit_with(i, out, || Event::ItemCompleted {
+            at: Timestamp(now),
+            item,
+            output,
+        })?;
         self.task_done(i);
         Ok(())
     }
@@ -996,7 +1016,8 @@ impl Engine {
         out: &mut Step,
     ) -> Result<(), EngineError> {
         let item = self.nodes[i].item.clone();
-        self.emit(
+        self.emit_at(
+            i,
             Event::ItemCompleted {
                 at: Timestamp(now),
                 item: item.clone(),
@@ -1152,7 +1173,8 @@ impl Engine {
         for i in open {
             let i = i as usize;
             if self.state_item(i).status == ItemStatus::InProgress {
-                self.emit(
+                self.emit_at(
+                    i,
                     Event::ItemCancelled {
                         at: Timestamp(now),
                         item: self.nodes[i].item.clone(),

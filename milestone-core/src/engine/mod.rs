@@ -38,8 +38,9 @@
 //! - **Git.** A checkpoint at execution start and after every phase, a commit command when a
 //!   phase completes, a tag (and a merge when configured) when the milestone completes. The
 //!   engine keeps the state of the last phase-boundary checkpoint for rollback (one O(items)
-//!   copy per phase boundary, none per task); the execution-start checkpoint is recorded for
-//!   the store but is no rollback target.
+//!   copy per phase boundary, none per task, and none at all once the recovery chain can no
+//!   longer roll back: no intervention step and no rollbacks left); the execution-start
+//!   checkpoint is recorded for the store but is no rollback target.
 //! - **Resume.** [`Engine::resume`] folds any prefix of the log. Completed items are never
 //!   started again; items in flight start again as a new attempt with the same idempotency
 //!   key once the host feeds [`Input::Start`] or [`Input::Tick`]. Planning progress is not
@@ -83,7 +84,7 @@
 
 mod config;
 mod exec;
-mod hash;
+pub(crate) mod hash;
 mod io;
 mod node;
 mod planning;
@@ -103,10 +104,10 @@ pub use io::{
 };
 pub use recovery::backoff_delay_ms;
 
-use crate::event::Event;
+use crate::event::{Event, Slot};
 use crate::state::{ItemRef, MilestoneState};
 use crate::units::Timestamp;
-use node::{Node, ReadyKey};
+use node::{Node, ReadyQueue};
 use planning::Planning;
 
 /// A timer: (time, node, attempt).
@@ -142,7 +143,7 @@ pub struct Engine {
     succs: Vec<Vec<u32>>,
     /// Phases in dispatch order: priority, critical path, position.
     phase_order: Vec<u32>,
-    ready: BinaryHeap<ReadyKey>,
+    ready: ReadyQueue,
     /// Ready tasks whose task phase is not in progress yet.
     parked: Vec<u32>,
     /// Agents running (node indices).
@@ -150,7 +151,7 @@ pub struct Engine {
     phases_active: usize,
     phases_done: usize,
     tasks_open: usize,
-    deadlines: BinaryHeap<Timer>,
+    deadlines: ReadyQueue<Timer>,
     retries: BinaryHeap<Timer>,
     phase_dirty: bool,
     checkpoints: Vec<(String, MilestoneState)>,
@@ -161,6 +162,12 @@ pub struct Engine {
     last_wake: Option<u64>,
     planning: Planning,
     idem_base: u64,
+    /// Recently started tasks by the address of their id's text, direct-mapped. The engine
+    /// hands out the ids it holds and a host echoes them back, so an input about running work
+    /// usually finds its node here with one multiply and one compare, without hashing the
+    /// id's text; a miss (an id built anew, an overwritten entry) falls back to the state's
+    /// index.
+    recent: Vec<(usize, u32)>,
 }
 
 impl Engine {
@@ -188,10 +195,17 @@ impl Engine {
         };
         let mut checkpoints: Vec<(String, MilestoneState)> = Vec::new();
         let mut mem = LogMemory::default();
+        let r = &config.recovery;
+        // Whether this configuration can ever roll back (see `Engine::may_roll_back`).
+        let keep = r.order.iter().any(|s| match s {
+            RecoveryStep::Intervene => true,
+            RecoveryStep::Rollback => r.max_rollbacks > 0,
+            _ => false,
+        });
         for e in it {
             state.apply(e).map_err(EngineError::Log)?;
             match e {
-                Event::CheckpointRecorded { label, .. } if label != EXECUTION_START => {
+                Event::CheckpointRecorded { label, .. } if label != EXECUTION_START && keep => {
                     checkpoints.push((label.clone(), state.clone()));
                 }
                 Event::RolledBack { label, .. } => {
@@ -253,13 +267,13 @@ impl Engine {
             preds: Vec::new(),
             succs: Vec::new(),
             phase_order: Vec::new(),
-            ready: BinaryHeap::new(),
+            ready: ReadyQueue::default(),
             parked: Vec::new(),
             running: Vec::new(),
             phases_active: 0,
             phases_done: 0,
             tasks_open: 0,
-            deadlines: BinaryHeap::new(),
+            deadlines: ReadyQueue::default(),
             retries: BinaryHeap::new(),
             phase_dirty: true,
             checkpoints,
@@ -269,6 +283,7 @@ impl Engine {
             last_wake: None,
             planning: Planning::default(),
             idem_base,
+            recent: Vec::new(),
         };
         engine.rebuild(&mem);
         if engine.enabled {
@@ -383,18 +398,90 @@ impl Engine {
         Ok(())
     }
 
+    /// As [`Engine::emit`], for an event about node `i`: the state finds the item by the
+    /// node's position instead of looking its id up.
+    #[inline(always)]
+    fn emit_at(&mut self, i: usize, event: Event, out: &mut Step) -> Result<(), EngineError> {
+        self.emit_with(i, out, || event)
+    }
+
+    /// As [`Engine::emit_at`], building the event only once the step has room for it, so that
+    /// it is written straight into the step instead of being built aside and copied whole.
+    #[inline(always)]
+    fn emit_with(
+        &mut self,
+        i: usize,
+        out: &mut Step,
+        make: impl FnOnce() -> Event,
+    ) -> Result<(), EngineError> {
+        let hint = if i < self.np {
+            Slot::Phase(i)
+        } else {
+            Slot::Task(i - self.np)
+        };
+        out.events.extend(std::iter::once_with(make));
+        if let Some(e) = out.events.last()
+            && let Err(err) = self.state.apply_at(e, Some(hint))
+        {
+            // Refused: taken back, so the step holds only applied events.
+            out.events.pop();
+            return Err(EngineError::Internal(err));
+        }
+        Ok(())
+    }
+
     /// The node a unit of work names (execution work only).
     fn node_of(&self, work: &Work) -> Result<usize, EngineError> {
         let found = match work {
             Work::Item(ItemRef::Phase(p)) => self.state.workflow().position(p.as_str()),
             Work::Item(ItemRef::Task(t)) => {
-                self.state.task_position(t.as_str()).map(|j| self.np + j)
+                let addr = t.as_str().as_ptr() as usize;
+                match self.recent.get(self.recent_slot(addr)) {
+                    // The node holds that id alive, so no other id has its address while it
+                    // exists; the node's own id is checked all the same.
+                    Some(&(a, i))
+                        if a == addr
+                            && self
+                                .nodes
+                                .get(i as usize)
+                                .is_some_and(|n| n.item_addr() == addr) =>
+                    {
+                        Some(i as usize)
+                    }
+                    _ => self.state.task_position(t.as_str()).map(|j| self.np + j),
+                }
             }
             Work::Planning(_) => None,
         };
         found
             .filter(|&i| i < self.nodes.len())
             .ok_or_else(|| EngineError::UnknownWork { work: work.clone() })
+    }
+
+    /// The entry of `recent` for an id at `addr` (a Fibonacci hash of the address).
+    fn recent_slot(&self, addr: usize) -> usize {
+        let bits = self.recent.len().trailing_zeros();
+        if bits == 0 {
+            return 0;
+        }
+        ((addr as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - bits)) as usize
+    }
+
+    /// Remembers a started task for [`Engine::node_of`].
+    fn remember(&mut self, i: usize) {
+        if self.recent.is_empty() {
+            // Eight entries per agent that may run at once: few collisions, L1-sized.
+            let n = self
+                .config
+                .max_concurrency
+                .saturating_mul(8)
+                .clamp(64, 4096)
+                .next_power_of_two();
+            self.recent = vec![(0, 0); n];
+        }
+        let addr = self.nodes[i].item_addr();
+        let k = self.recent_slot(addr);
+        self.recent[k] = (addr, i as u32);
     }
 
     /// Asks for a tick at the earliest pending timer when the host has no earlier wake-up.
@@ -416,14 +503,18 @@ impl Engine {
             }
             self.retries.pop();
         }
-        let next = [
-            self.deadlines.peek().map(|t| t.0.0),
-            self.retries.peek().map(|t| t.0.0),
+        let earlier = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (Some(x), Some(y)) => Some(x.min(y)),
+            (x, None) => x,
+            (None, y) => y,
+        };
+        let next = earlier(
+            earlier(
+                self.deadlines.peek().map(|t| t.0.0),
+                self.retries.peek().map(|t| t.0.0),
+            ),
             self.planning.next_timer(),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
+        );
         if let Some(t) = next
             && self.last_wake.is_none_or(|w| t < w || w <= now)
         {
@@ -434,5 +525,158 @@ impl Engine {
 
     fn is_running(&self, i: usize, attempt: u32) -> bool {
         matches!(self.nodes.get(i).map(|n| n.st), Some(node::NodeState::Running { attempt: a, .. }) if a == attempt)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::{MilestoneId, PhaseId, TaskId};
+    use crate::state::{ItemOutput, TaskSpec};
+    use crate::units::Weight;
+    use crate::workflow::{PhaseSpec, Workflow};
+
+    fn engine_with_tasks(n: usize) -> Engine {
+        let phase = PhaseSpec::new(
+            PhaseId::new("execute").unwrap(),
+            "Execution",
+            Weight::new(100).unwrap(),
+        );
+        let log = [
+            Event::Created {
+                at: Timestamp(0),
+                id: MilestoneId::new("m").unwrap(),
+                title: "m".into(),
+                context: String::new(),
+                workflow: Workflow::new(vec![phase], 3).unwrap(),
+                seed: 1,
+            },
+            Event::ExecutionStarted { at: Timestamp(0) },
+            Event::TasksAdded {
+                at: Timestamp(0),
+                tasks: (0..n)
+                    .map(|i| TaskSpec::new(TaskId::new(format!("t{i}")).unwrap(), "t"))
+                    .collect(),
+            },
+        ];
+        Engine::resume(&log, EngineConfig::default()).unwrap()
+    }
+
+    fn started(step: &Step) -> Vec<(Work, u32)> {
+        step.commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::Start(s) => Some((s.work.clone(), s.attempt)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Inputs find their node whether they echo the engine's id or build the same id anew;
+    /// unknown and stale ones are refused the same way.
+    #[test]
+    fn inputs_find_their_node_by_the_echoed_id_or_by_a_new_one() {
+        let mut e = engine_with_tasks(3);
+        let step = e
+            .handle(Input::Start(StartMode::Execution), Timestamp(1))
+            .unwrap();
+        let starts = started(&step);
+        assert_eq!(starts.len(), 3);
+        let finish = |work: Work, attempt| Input::Finished {
+            work,
+            attempt,
+            output: ItemOutput::default(),
+        };
+        // Echoed (same allocation).
+        let (w0, a0) = starts[0].clone();
+        e.handle(finish(w0.clone(), a0), Timestamp(2)).unwrap();
+        // The same id, built anew.
+        let fresh = Work::Item(ItemRef::Task(
+            TaskId::new(starts[1].0.to_string().trim_start_matches("task ")).unwrap(),
+        ));
+        let addr = |w: &Work| match w {
+            Work::Item(it) => it.as_str().as_ptr(),
+            Work::Planning(_) => std::ptr::null(),
+        };
+        assert_eq!(fresh, starts[1].0);
+        assert_ne!(addr(&fresh), addr(&starts[1].0));
+        e.handle(finish(fresh, starts[1].1), Timestamp(3)).unwrap();
+        // Stale: already finished.
+        assert_eq!(
+            e.handle(finish(w0.clone(), a0), Timestamp(4)),
+            Err(EngineError::NotRunning {
+                work: w0,
+                attempt: a0
+            })
+        );
+        // Unknown.
+        let unknown = Work::Item(ItemRef::Task(TaskId::new("t9").unwrap()));
+        assert_eq!(
+            e.handle(finish(unknown.clone(), 1), Timestamp(5)),
+            Err(EngineError::UnknownWork { work: unknown })
+        );
+        let (w2, a2) = starts[2].clone();
+        e.handle(finish(w2, a2), Timestamp(6)).unwrap();
+        assert_eq!(e.state().status(), crate::state::MilestoneStatus::Completed);
+    }
+
+    /// The most checkpoint states an engine with `recovery` holds while running two phases to
+    /// completion.
+    fn checkpoints_kept(recovery: RecoveryConfig) -> usize {
+        let phases = ["a", "b"]
+            .map(|p| PhaseSpec::new(PhaseId::new(p).unwrap(), p, Weight::new(50).unwrap()));
+        let log = [
+            Event::Created {
+                at: Timestamp(0),
+                id: MilestoneId::new("m").unwrap(),
+                title: "m".into(),
+                context: String::new(),
+                workflow: Workflow::new(phases.to_vec(), 3).unwrap(),
+                seed: 1,
+            },
+            Event::ExecutionStarted { at: Timestamp(0) },
+        ];
+        let config = EngineConfig {
+            recovery,
+            ..EngineConfig::default()
+        };
+        let mut e = Engine::resume(&log, config).unwrap();
+        let mut step = e
+            .handle(Input::Start(StartMode::Execution), Timestamp(1))
+            .unwrap();
+        let mut most = 0;
+        while let Some((work, attempt)) = started(&step).pop() {
+            step = e
+                .handle(
+                    Input::Finished {
+                        work,
+                        attempt,
+                        output: ItemOutput::default(),
+                    },
+                    Timestamp(2),
+                )
+                .unwrap();
+            most = most.max(e.checkpoints.len());
+        }
+        assert_eq!(e.state().status(), crate::state::MilestoneStatus::Completed);
+        most
+    }
+
+    #[test]
+    fn checkpoint_states_are_kept_only_when_a_rollback_can_use_them() {
+        let chain = |order: Vec<RecoveryStep>, max_rollbacks| RecoveryConfig {
+            order,
+            max_rollbacks,
+            ..RecoveryConfig::default()
+        };
+        assert_eq!(checkpoints_kept(RecoveryConfig::default()), 1);
+        assert_eq!(checkpoints_kept(chain(vec![RecoveryStep::Rollback], 1)), 1);
+        assert_eq!(checkpoints_kept(chain(vec![RecoveryStep::Intervene], 0)), 1);
+        assert_eq!(checkpoints_kept(chain(vec![RecoveryStep::Retry], 1)), 0);
+        assert_eq!(checkpoints_kept(chain(vec![RecoveryStep::Rollback], 0)), 0);
+        assert_eq!(
+            checkpoints_kept(chain(vec![RecoveryStep::Retry, RecoveryStep::Degrade], 3)),
+            0
+        );
     }
 }

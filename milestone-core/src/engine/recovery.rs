@@ -61,7 +61,8 @@ impl Engine {
                 });
             }
         }
-        self.emit(
+        self.emit_at(
+            i,
             Event::ItemFailed {
                 at: Timestamp(now),
                 item: self.nodes[i].item.clone(),
@@ -261,7 +262,8 @@ impl Engine {
         now: u64,
         out: &mut Step,
     ) -> Result<(), EngineError> {
-        self.emit(
+        self.emit_at(
+            i,
             Event::ItemSkipped {
                 at: Timestamp(now),
                 item: self.nodes[i].item.clone(),
@@ -365,7 +367,8 @@ impl Engine {
                 work: Work::Item(self.nodes[i].item.clone()),
                 attempt,
             });
-            self.emit(
+            self.emit_at(
+                i,
                 Event::ItemFailed {
                     at: Timestamp(now),
                     item: self.nodes[i].item.clone(),
