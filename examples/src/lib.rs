@@ -2,3 +2,4 @@
 //! every one of them (`examples/examples/*.rs` are thin `main`s over these).
 
 pub mod kiro_demo;
+pub mod simple_direct;
