@@ -2,5 +2,6 @@
 //! every one of them (`examples/examples/*.rs` are thin `main`s over these).
 
 pub mod complex_agents;
+pub mod hybrid;
 pub mod kiro_demo;
 pub mod simple_direct;
