@@ -6,12 +6,12 @@
 //!
 //! The host binds two runners for every phase and for tasks: an *agent* (in a real host, an LLM
 //! command-line tool; here an in-process stand-in that records its calls) and a cheap *direct*
-//! runner that does the work in-process. The orchestrator uses [`ModePolicy::Auto`]: once the
-//! plan is recorded it assesses the plan's complexity
-//! ([`complexity::assess`](milestone_core::complexity::assess) — three tasks and four files are
-//! **low**) and decides ([`complexity::decide`]) on **direct** execution, so every phase and task
-//! runs on its direct runner and the agents are never called, though they are bound and
-//! available. Coordinating agents costs more than a small change is worth.
+//! runner that does the work in-process. The orchestrator uses [`ModePolicy::Auto`]: when
+//! execution starts it assesses the recorded plan's complexity ([`complexity::assess`]: three
+//! tasks and four files are **low**) and decides ([`complexity::decide`]) on **direct**
+//! execution, so every phase and task runs on its direct runner and the agents are never
+//! called, though they are bound and available: coordinating agents costs more than a small
+//! change is worth. (The execute phase has no runner of its own: its work is its tasks.)
 //!
 //! The store and git are in memory ([`InMemory`], [`InMemoryGit`]): nothing is written to disk.
 
