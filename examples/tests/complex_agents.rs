@@ -26,6 +26,12 @@ fn complex_agents_runs_a_high_complexity_milestone_on_parallel_agents() {
             .all(|t| t.item.status == ItemStatus::Completed)
     );
 
+    assert_eq!(s.state.git().commits.len(), 4);
+    assert_eq!(
+        s.state.git().tag.as_deref(),
+        Some("milestone/auth-refactor")
+    );
+
     // Agents did all the work of the agent run — three phases and 24 tasks, each once — and
     // independent tasks ran side by side.
     assert_eq!(s.agent_calls.len(), 27, "{:?}", s.agent_calls);

@@ -56,6 +56,12 @@ fn simple_direct_runs_a_low_complexity_milestone_without_agents() {
         summary.git_log[3].ends_with("feat(design): complete design phase for Add login feature")
     );
 
+    assert_eq!(summary.state.git().commits.len(), 4);
+    assert_eq!(
+        summary.state.git().tag.as_deref(),
+        Some("milestone/add-login")
+    );
+
     // The output says what happened.
     assert!(text.contains("complexity: low"), "{text}");
     assert!(text.contains("execution mode chosen: direct"), "{text}");
