@@ -1,0 +1,332 @@
+//! The `hybrid` example: a medium milestone, "Add rate limiting to the public API", whose
+//! design is run **directly** and whose execution is run by **agents** with tasks in parallel.
+//!
+//! ```text
+//! cargo run --example hybrid
+//! ```
+//!
+//! **How the choice is made.** The orchestrator chooses one execution mode per milestone and
+//! applies it per role. Under [`ModePolicy::Auto`] a plan assessed **medium**
+//! ([`complexity::assess`]: here 12 tasks and 30 files — more than 10 tasks or 20 files, but
+//! not more than 20 tasks or 50 files) with agents available gives
+//! [`ExecutionMode::Hybrid`] ([`complexity::decide`]). In hybrid mode every phase *except the
+//! workflow's task phase* (KIRO's `execute`, whose work is its tasks) prefers its **direct**
+//! runner, and the task phase's tasks run on their **agents**. So with the KIRO workflow:
+//! `design`, `spec` and `task` run in-process, and the twelve tasks of `execute` run on
+//! agents, independent ones side by side. Hybrid is not a per-phase table: to run a particular
+//! phase another way, bind only the runner you want for it (a phase with no direct runner falls
+//! back to its agent) or force a mode with `ModePolicy::Fixed(ExecutionMode::Hybrid)`.
+//!
+//! Both kinds of runner are bound for every phase and for tasks, and each records its calls, so
+//! the example (and its test) can show which runner ran which phase. The store is a durable
+//! [`FileStore`]; git is the real `git` program, on a repository in `repo_dir`.
+
+use std::error::Error;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use futures::executor::block_on;
+use milestone_agents::orchestrator::{ModePolicy, Report};
+use milestone_agents::{
+    AgentError, AgentOutput, AgentRequest, AgentRunner, Clock, FnAgent, Orchestrator, PlanSpec,
+    Registry, SystemClock, role_name,
+};
+use milestone_core::complexity::{self, Complexity, ComplexityInput, ExecutionMode};
+use milestone_core::engine::{Role, Work};
+use milestone_core::{Artifact, ArtifactBody, ItemRef, MilestoneId, MilestoneState, Workflow};
+use milestone_git::{
+    CliGit, CliGitConfig, CommitRequest, GitBackend, Identity, LogRange, RefName, RepoPath,
+    Revision,
+};
+use milestone_state::StateStore;
+use milestone_state::file::FileStore;
+
+use crate::kiro_demo::Out;
+
+/// What the example did, for callers (and the example's test) to check.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// The milestone's id.
+    pub id: MilestoneId,
+    /// The complexity the plan was assessed at.
+    pub complexity: Complexity,
+    /// The orchestrator's report of the execution (its `mode` is the mode it chose).
+    pub report: Report,
+    /// Every execution call, in order, as `(runner, work)`: `("phase-direct", "phase design")`,
+    /// `("task-agent", "task limiter-core")`, …
+    pub calls: Vec<(String, String)>,
+    /// The final state, loaded back from the store.
+    pub state: MilestoneState,
+    /// The one-line log of the milestone branch, newest first (`<commit> <message>`).
+    pub git_log: Vec<String>,
+}
+
+const TITLE: &str = "Add rate limiting to the public API";
+/// The API areas that get limits; each gets a limit → wire → test chain.
+const AREAS: [&str; 4] = ["auth", "search", "upload", "billing"];
+
+macro_rules! say {
+    ($out:expr, $($arg:tt)*) => {
+        match $out.lock() {
+            Ok(mut w) => writeln!(w, $($arg)*),
+            Err(_) => Err(std::io::Error::other("output lock poisoned")),
+        }
+    };
+}
+
+/// Who ran what, in order: `(runner, work)`.
+type Calls = Arc<Mutex<Vec<(String, String)>>>;
+
+/// Runs the example, writing its report to `out`, the store under `store_root` and the git
+/// repository in `repo_dir` (which must be empty or absent).
+///
+/// # Errors
+/// Any store, git, orchestrator or I/O error, as a boxed error with its message.
+pub fn run(out: Out, store_root: &Path, repo_dir: &Path) -> Result<Summary, Box<dyn Error>> {
+    let workflow = Workflow::kiro();
+    let store = Arc::new(FileStore::open(store_root)?);
+    let git = Arc::new(block_on(open_repo(repo_dir))?);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+    let calls: Calls = Arc::default();
+    let orchestrator = Orchestrator::builder()
+        .workflow(workflow.clone())
+        .registry(registry(&clock, &calls))
+        .clock(clock)
+        .store(store.clone())
+        .git(git.clone(), RefName::new("main")?)
+        .mode(ModePolicy::Auto)
+        .build()?;
+
+    let id = MilestoneId::new(format!("rate-limits-{}", std::process::id()))?;
+    say!(out, "milestone: {TITLE}")?;
+    say!(out, "store: {} (milestone {id})\n", store_root.display())?;
+    let plan = block_on(orchestrator.plan(PlanSpec::new(id.clone(), TITLE)))?;
+    let input = ComplexityInput::for_plan(&plan, &workflow);
+    let assessed = complexity::assess(&input);
+    say!(
+        out,
+        "plan: {} tasks, {} files -> complexity {} -> decide() says {}",
+        input.tasks,
+        input.files,
+        complexity_name(assessed),
+        mode_name(complexity::decide(assessed, true))
+    )?;
+
+    block_on(orchestrator.transition(&id))?;
+    if let Ok(mut c) = calls.lock() {
+        c.clear();
+    }
+    let report = block_on(orchestrator.execute(&id))?;
+    let calls = calls.lock().map(|c| c.clone()).unwrap_or_default();
+    say!(out, "execution mode chosen: {}\n", mode_name(report.mode))?;
+    say!(out, "who ran what")?;
+    for phase in workflow.phases() {
+        let name = phase.id.as_str();
+        let is_task_phase = &phase.id == workflow.task_phase();
+        let runners = if is_task_phase {
+            runners_of(&calls, |w| w.starts_with("task "))
+        } else {
+            runners_of(&calls, |w| w == format!("phase {name}"))
+        };
+        let what = if is_task_phase {
+            "its tasks"
+        } else {
+            "the phase"
+        };
+        say!(out, "  {name:<8} {what:<9} run by {}", runners.join(", "))?;
+    }
+    say!(
+        out,
+        "runs: {} ({} direct, {} by agents), {} at most at once",
+        report.metrics.runs,
+        report.metrics.direct_runs,
+        report.metrics.agent_runs,
+        report.metrics.max_parallel
+    )?;
+
+    let state = block_on(store.load(&id))?.state;
+    block_on(store.export(&id))?;
+    let branch = state.git().branch.clone().unwrap_or_default();
+    let log = block_on(git.log(&LogRange::between(
+        Revision::branch(&RefName::new("main")?),
+        Revision::branch(&RefName::new(&branch)?),
+    )))?;
+    let git_log: Vec<String> = log
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                &e.id.as_str()[..7.min(e.id.as_str().len())],
+                e.summary
+            )
+        })
+        .collect();
+    say!(out, "\ngit log main..{branch}")?;
+    for line in &git_log {
+        say!(out, "  {line}")?;
+    }
+    say!(out, "\nstatus: {}", state.status())?;
+    if !report.is_completed() {
+        return Err(format!("the milestone did not complete: {}", state.status()).into());
+    }
+    Ok(Summary {
+        id,
+        complexity: assessed,
+        report,
+        calls,
+        state,
+        git_log,
+    })
+}
+
+/// The distinct runners that ran the work matching `pick`, in first-call order.
+fn runners_of(calls: &[(String, String)], pick: impl Fn(&str) -> bool) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for (runner, work) in calls {
+        if pick(work) && !names.contains(runner) {
+            names.push(runner.clone());
+        }
+    }
+    if names.is_empty() {
+        names.push("nobody".into());
+    }
+    names
+}
+
+/// The runners: four in-process planning analysts; for every phase and for tasks an agent and
+/// a direct runner, each recording its calls and taking a little real time.
+fn registry(clock: &Arc<dyn Clock>, calls: &Calls) -> Registry {
+    let mut r = Registry::new();
+    for role in [
+        Role::Scope,
+        Role::Estimation,
+        Role::Risk,
+        Role::KiroStrategy,
+    ] {
+        r.bind_direct(
+            role,
+            FnAgent::sync("analyst", |req| {
+                Ok(AgentOutput::new("analysed").with_data(analysis(&req.role)))
+            }),
+        );
+    }
+    r.bind_any_phase(worker(clock, calls, "phase-agent", 20));
+    r.bind_direct_any_phase(worker(clock, calls, "phase-direct", 5));
+    r.bind(Role::Task, worker(clock, calls, "task-agent", 20));
+    r.bind_direct(Role::Task, worker(clock, calls, "task-direct", 5));
+    r
+}
+
+/// A runner named `name` that records its call, takes `ms` milliseconds and does the work.
+fn worker(
+    clock: &Arc<dyn Clock>,
+    calls: &Calls,
+    name: &'static str,
+    ms: u64,
+) -> impl AgentRunner + 'static {
+    let (clock, calls) = (Arc::clone(clock), Arc::clone(calls));
+    FnAgent::new(name, move |req: AgentRequest, _ctx| {
+        if let Ok(mut c) = calls.lock() {
+            c.push((name.to_owned(), req.work.to_string()));
+        }
+        let sleep = clock.sleep(ms);
+        async move {
+            sleep.await;
+            output(&req, name)
+        }
+    })
+}
+
+/// What a run produces: a phase names its expected outputs (its quality gate checks them); a
+/// task says who did it.
+fn output(req: &AgentRequest, by: &str) -> Result<AgentOutput, AgentError> {
+    match &req.work {
+        Work::Item(ItemRef::Phase(phase)) => {
+            let mut out = AgentOutput::new(format!("{phase} done by {by}"));
+            if let Some(spec) = Workflow::kiro().phase(phase.as_str()) {
+                for name in &spec.expected_outputs {
+                    out = out.with_artifact(Artifact {
+                        name: name.clone(),
+                        kind: "document".into(),
+                        body: ArtifactBody::Inline(format!("{name} for {TITLE}")),
+                    });
+                }
+            }
+            Ok(out)
+        }
+        Work::Item(ItemRef::Task(task)) => Ok(AgentOutput::new(format!("{task} done by {by}"))),
+        other => Err(AgentError::permanent(format!(
+            "not phase or task work: {other}"
+        ))),
+    }
+}
+
+/// What each planning analysis finds: 12 tasks over 30 files — medium.
+fn analysis(role: &Role) -> serde_json::Value {
+    match role_name(role) {
+        "scope" => serde_json::json!({"components": AREAS, "file_count": 30}),
+        "estimation" => {
+            let mut tasks = Vec::new();
+            for a in AREAS {
+                tasks.push(serde_json::json!({"id": format!("{a}-limit"),
+                    "title": format!("limit {a} requests")}));
+                tasks.push(serde_json::json!({"id": format!("{a}-wire"),
+                    "title": format!("wire the {a} limiter"),
+                    "dependencies": [format!("{a}-limit")]}));
+                tasks.push(serde_json::json!({"id": format!("{a}-test"),
+                    "title": format!("test {a} limits"),
+                    "dependencies": [format!("{a}-wire")]}));
+            }
+            serde_json::json!({
+                "estimates": {"phases": [
+                    {"phase": "design", "effort_ms": 3_600_000},
+                    {"phase": "spec", "effort_ms": 7_200_000},
+                    {"phase": "task", "effort_ms": 1_800_000},
+                    {"phase": "execute", "effort_ms": 28_800_000}],
+                    "buffer_percent": 20, "critical_path": ["design", "spec", "task", "execute"]},
+                "tasks": tasks})
+        }
+        "risk" => serde_json::json!({"risks": [{
+            "description": "limits too low lock out legitimate clients",
+            "probability": "medium", "impact": "medium",
+            "mitigation": "start in report-only mode",
+            "contingency": "raise the limits by configuration"}]}),
+        _ => serde_json::json!({
+            "keep": [{"description": "the public API's routes", "phase": "spec"}],
+            "improve": [{"description": "error responses (429 with Retry-After)", "phase": "design"}],
+            "originate": [{"description": "a limiter per API area", "phase": "execute"},
+                          {"description": "a rollout plan", "phase": "task"}]}),
+    }
+}
+
+async fn open_repo(dir: &Path) -> Result<CliGit, Box<dyn Error>> {
+    std::fs::create_dir_all(dir)?;
+    let config = CliGitConfig::default()
+        .with_identity(Identity::new(
+            "milestone example",
+            "hybrid@milestone.invalid",
+        )?)
+        .with_date("2026-11-21T09:00:00Z");
+    let git = CliGit::init(dir, &RefName::new("main")?, config).await?;
+    git.write_file(&RepoPath::new("README.md")?, b"# public API\n")
+        .await?;
+    git.add_all().await?;
+    git.commit(&CommitRequest::new("Initial commit")).await?;
+    Ok(git)
+}
+
+fn mode_name(mode: ExecutionMode) -> &'static str {
+    match mode {
+        ExecutionMode::Direct => "direct",
+        ExecutionMode::Hybrid => "hybrid",
+        ExecutionMode::Agents => "agents",
+    }
+}
+
+fn complexity_name(c: Complexity) -> &'static str {
+    match c {
+        Complexity::Low => "low",
+        Complexity::Medium => "medium",
+        Complexity::High => "high",
+    }
+}
