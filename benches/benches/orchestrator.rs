@@ -72,7 +72,7 @@ fn noop_registry() -> Registry {
 }
 
 fn orchestrator(store: Arc<dyn StateStore>) -> Orchestrator {
-    orchestrator_with(store, true)
+    orchestrator_with(store, false)
 }
 
 /// `snapshots`: whether each engine checkpoint (execution start, each phase boundary) also
@@ -154,7 +154,7 @@ fn file_store(c: &mut Criterion) {
     let cases = [
         (
             "durable chain step (200)",
-            true,
+            false,
             workloads::Workload {
                 name: "chain",
                 deps: (0..200u32)
@@ -164,15 +164,15 @@ fn file_store(c: &mut Criterion) {
         ),
         (
             "durable fan-out (2000)",
-            true,
+            false,
             workloads::Workload {
                 name: "fan-out",
                 deps: vec![vec![]; 2_000],
             },
         ),
         (
-            "durable fan-out (2000), no snapshots",
-            false,
+            "durable fan-out (2000), snapshot at each checkpoint",
+            true,
             workloads::Workload {
                 name: "fan-out",
                 deps: vec![vec![]; 2_000],

@@ -48,7 +48,6 @@ pub struct OrchestratorBuilder {
     gate: Option<Arc<dyn QualityGate>>,
     mode: ModePolicy,
     snapshots: bool,
-    snapshots_set: bool,
 }
 
 impl std::fmt::Debug for OrchestratorBuilder {
@@ -148,11 +147,13 @@ impl OrchestratorBuilder {
         self
     }
 
-    /// Whether each engine checkpoint also writes a store snapshot (default true), so that a
-    /// later load replays only the tail of the log.
+    /// Whether each engine checkpoint also writes a store snapshot (default false), so that a
+    /// later load replays only the tail of the log. Not needed for correctness: a checkpoint is
+    /// a position in the log and a restore replays up to it; the store's own cadence (a
+    /// `FileStore` snapshots every 10,000 events by default) already bounds replay. A snapshot
+    /// copies the whole state, which costs more than a durable append in a large milestone.
     pub fn snapshot_at_checkpoints(mut self, yes: bool) -> Self {
         self.snapshots = yes;
-        self.snapshots_set = true;
         self
     }
 
@@ -191,7 +192,7 @@ impl OrchestratorBuilder {
                 cache: self.cache,
                 gate: self.gate,
                 mode: self.mode,
-                snapshots: !self.snapshots_set || self.snapshots,
+                snapshots: self.snapshots,
                 aggregator: Arc::new(super::aggregate::BuiltinAggregator),
                 running: std::sync::Mutex::new(std::collections::HashMap::new()),
             }),
