@@ -1,4 +1,5 @@
 //! The runnable examples of `milestone`, as library functions so that the test suite runs
 //! every one of them (`examples/examples/*.rs` are thin `main`s over these).
 
+pub mod custom_runner;
 pub mod kiro_demo;
