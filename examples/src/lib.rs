@@ -3,3 +3,4 @@
 
 pub mod custom_runner;
 pub mod kiro_demo;
+pub mod resume;
