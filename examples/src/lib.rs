@@ -4,3 +4,4 @@
 pub mod custom_runner;
 pub mod kiro_demo;
 pub mod resume;
+pub mod run_spec;
