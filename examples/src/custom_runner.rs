@@ -17,8 +17,9 @@
 //!   lines (and some chatter, which is ignored), then one `{"output": …}` line. It is bound to
 //!   the spec phase only; a binding for one phase wins over the any-phase binding.
 //!
-//! The example also calls the reviewer once by hand and cancels it, to show the cancellation
-//! contract on its own.
+//! The example first calls each agent once by hand, outside any milestone: the reviewer is
+//! cancelled half-way (the cancellation contract on its own), and the script's progress lines
+//! are seen arriving through the context.
 
 use std::error::Error;
 use std::path::Path;
@@ -31,7 +32,7 @@ use futures::future::{Either, select};
 use milestone_agents::orchestrator::{ModePolicy, Notice};
 use milestone_agents::{
     AgentContext, AgentError, AgentOutput, AgentRequest, AgentRunner, Clock, CommandAgent, FnAgent,
-    Orchestrator, PlanSpec, Registry, SystemClock,
+    Orchestrator, PlanSpec, Registry, Report, SystemClock,
 };
 use milestone_core::complexity::ExecutionMode;
 use milestone_core::engine::{Role, Work};
@@ -49,7 +50,7 @@ pub struct Summary {
     pub state: MilestoneState,
     /// The work the hand-written [`Reviewer`] ran, in order (`phase design`, `task a`, …).
     pub reviewer_work: Vec<String>,
-    /// The progress reports (in basis points) the spec phase's script sent while it ran.
+    /// The progress reports (in basis points) the script sent when called by hand.
     pub script_progress: Vec<u16>,
     /// What the reviewer returned when it was cancelled by hand.
     pub cancelled_run: String,
@@ -273,6 +274,33 @@ pub fn run(out: Out, script_dir: &Path) -> Result<Summary, Box<dyn Error>> {
         .current_dir(script_dir)
         .clock(Arc::clone(&clock));
 
+    // The script on its own first: every progress line reaches the context as it is printed.
+    say(&out, "\nThe script, called by hand")?;
+    let mut request = AgentRequest::new(
+        MilestoneId::new("by-hand")?,
+        Role::Phase(spec.clone()),
+        Work::Item(ItemRef::Phase(spec.clone())),
+    );
+    request.title = TITLE.into();
+    let (ctx, mut handle) = AgentContext::new();
+    let by_hand = block_on(spec_agent.run(request, ctx))?;
+    let script_progress: Vec<u16> = handle
+        .drain()
+        .into_iter()
+        .filter_map(|r| match r {
+            Report::Progress(p) => Some(p.basis_points()),
+            _ => None,
+        })
+        .collect();
+    say(
+        &out,
+        format!(
+            "  progress {script_progress:?} (basis points), then: {} ({} artifacts)",
+            by_hand.summary,
+            by_hand.artifacts.len()
+        ),
+    )?;
+
     let mut registry = Registry::new();
     bind_planning(&mut registry);
     registry.bind_any_phase(Arc::clone(&reviewer));
@@ -281,28 +309,12 @@ pub fn run(out: Out, script_dir: &Path) -> Result<Summary, Box<dyn Error>> {
     say(&out, "\nThe registry")?;
     say(&out, format!("  {registry:?}"))?;
 
-    // A listener prints who ran what, and collects the script's progress reports.
-    let progress: Arc<Mutex<Vec<u16>>> = Arc::default();
-    let (seen, printer) = (Arc::clone(&progress), Arc::clone(&out));
-    let spec_item = ItemRef::Phase(spec.clone());
+    // A listener prints what completed, and who did it.
+    let printer = Arc::clone(&out);
     let listener = move |notice: &Notice| {
-        let line = match &notice.event {
-            Event::ItemProgressed { item, progress, .. } => {
-                if *item == spec_item
-                    && let Ok(mut s) = seen.lock()
-                {
-                    s.push(progress.basis_points());
-                }
-                None
-            }
-            Event::ItemCompleted { item, output, .. } => {
-                Some(format!("  {item} completed: {}", output.summary))
-            }
-            _ => None,
-        };
-        if let Some(line) = line {
+        if let Event::ItemCompleted { item, output, .. } = &notice.event {
             // A listener cannot fail the run: a failed write only loses a line of output.
-            let _ = say(&printer, line);
+            let _ = say(&printer, format!("  {item} completed: {}", output.summary));
         }
     };
 
@@ -325,19 +337,11 @@ pub fn run(out: Out, script_dir: &Path) -> Result<Summary, Box<dyn Error>> {
         orchestrator.execute(&id).await
     })?;
     let state = block_on(store.load(&id))?.state;
-    let script_progress = progress.lock().map(|p| p.clone()).unwrap_or_default();
     say(
         &out,
         format!(
             "\nstatus: {}, mode {:?}, {} runs by agents",
             report.status, report.mode, report.metrics.agent_runs
-        ),
-    )?;
-    say(
-        &out,
-        format!(
-            "the script reported progress {:?} (basis points)",
-            script_progress
         ),
     )?;
     say(

@@ -42,8 +42,13 @@ fn custom_runner_runs_a_hand_written_runner_and_a_script_in_one_milestone() {
     assert_eq!(output.summary, "spec written by a shell script", "{text}");
     let names: Vec<&str> = output.artifacts.iter().map(|a| a.name.as_str()).collect();
     assert_eq!(names, ["technical-specs", "api-contracts", "data-models"]);
-    // The script's progress lines reached the orchestrator as they were printed.
+    assert_eq!(spec.item.attempts, 1);
+    // Called by hand, the script's progress lines reached the context, in order.
     assert_eq!(summary.script_progress, [2500, 7500], "{text}");
+    assert!(
+        text.contains("progress [2500, 7500] (basis points), then: spec written by a shell script (3 artifacts)"),
+        "{text}"
+    );
     // The hand-written runner stopped promptly when cancelled.
     assert!(
         summary
