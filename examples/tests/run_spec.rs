@@ -31,7 +31,14 @@ fn run_file(name: &str) -> (milestone_examples::run_spec::Summary, String) {
     (summary, text)
 }
 
-fn assert_done_by(summary: &milestone_examples::run_spec::Summary, by: &str, text: &str) {
+/// Every phase and task completed, each done by the agent labelled `by` (the design phase by
+/// `design_by`).
+fn assert_done_by(
+    summary: &milestone_examples::run_spec::Summary,
+    by: &str,
+    design_by: &str,
+    text: &str,
+) {
     let state = &summary.state;
     assert_eq!(state.status(), MilestoneStatus::Completed, "{text}");
     assert_eq!(summary.report.progress.overall, Progress::COMPLETE);
@@ -39,6 +46,7 @@ fn assert_done_by(summary: &milestone_examples::run_spec::Summary, by: &str, tex
         let p = state.phase(phase).unwrap();
         assert_eq!(p.item.status, ItemStatus::Completed);
         let summary = &p.item.output.as_ref().unwrap().summary;
+        let by = if phase == "design" { design_by } else { by };
         assert_eq!(summary, &format!("{phase} phase done {by}"), "{text}");
     }
     for t in state.tasks() {
@@ -51,7 +59,7 @@ fn assert_done_by(summary: &milestone_examples::run_spec::Summary, by: &str, tex
 #[test]
 fn the_shell_spec_runs_its_milestone_through_sh_scripts() {
     let (summary, text) = run_file("shell_agents.json");
-    assert_done_by(&summary, "by sh", &text);
+    assert_done_by(&summary, "by sh", "by sh", &text);
     assert_eq!(summary.state.tasks().len(), 3);
     assert_eq!(summary.state.title(), "Add login feature");
     // Six files and three tasks: low complexity, so `auto` chose direct execution.
@@ -66,7 +74,8 @@ fn the_shell_spec_runs_its_milestone_through_sh_scripts() {
 #[test]
 fn the_python_spec_runs_its_workflow_with_agents_in_a_pipeline() {
     let (summary, text) = run_file("python_agents.json");
-    assert_done_by(&summary, "by python", &text);
+    // `phase:design` wins over `phase`, and its `env` reached the program.
+    assert_done_by(&summary, "by python", "by python (design binding)", &text);
     assert_eq!(summary.state.tasks().len(), 4);
     assert_eq!(
         summary.report.mode,
@@ -217,6 +226,14 @@ fn unreadable_or_non_json_specs_are_typed_errors() {
         other => panic!("{other:?}"),
     }
     check("[1, 2]", "(the spec)", "expected an object");
+    let dir = tempfile::tempdir().unwrap();
+    let huge = dir.path().join("huge.json");
+    let padding = " ".repeat(milestone_examples::run_spec::MAX_SPEC_BYTES as usize);
+    std::fs::write(&huge, format!("{{{padding}}}")).unwrap();
+    assert!(matches!(
+        Spec::load(&huge),
+        Err(SpecError::TooLarge { bytes }) if bytes > milestone_examples::run_spec::MAX_SPEC_BYTES
+    ));
     // A run of a malformed spec stops before anything is created.
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.json");

@@ -5,6 +5,7 @@ stdin: the request as one line of JSON (the "role" key says what is asked).
 stdout: JSON lines: progress reports, a hand-off for phases, then {"output": {...}}.
 """
 import json
+import os
 import sys
 
 PLANS = {
@@ -52,21 +53,23 @@ def say(value):
 
 def main():
     request = json.loads(sys.stdin.readline())
+    # Set by a binding's "env" in the spec: which binding ran this.
+    by = os.environ.get("AGENT_LABEL", "python")
     role = request["role"]
     if role in PLANS:
         say({"progress": 0.5})
-        say({"output": {"summary": role + " analysed by python", "data": PLANS[role]}})
+        say({"output": {"summary": role + " analysed by " + by, "data": PLANS[role]}})
     elif role == "phase":
         phase = request["role_name"]
         say({"progress": 0.5})
         say({"handoff": {"phase": phase, "draft": True}})
         artifacts = [{"name": n, "kind": "document", "body": {"inline": n}}
                      for n in OUTPUTS.get(phase, [])]
-        say({"output": {"summary": phase + " phase done by python",
+        say({"output": {"summary": phase + " phase done by " + by,
                         "artifacts": artifacts,
                         "decisions": ["upstream inputs: %d" % len(request["input"])]}})
     elif role == "task":
-        say({"output": {"summary": "task %s done by python" % request["task"],
+        say({"output": {"summary": "task %s done by %s" % (request["task"], by),
                         "quality": {"tests-passed": 1.0}}})
     else:
         say({"error": {"kind": "permanent", "message": "agent.py cannot act as " + role}})
