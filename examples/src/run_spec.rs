@@ -28,7 +28,7 @@
 //!     "risk":          { "program": "sh", "args": ["agents/analyst.sh", "risk"] },
 //!     "kiro-strategy": { "program": "sh", "args": ["agents/analyst.sh", "kiro-strategy"] },
 //!     "phase":         { "program": "sh", "args": ["agents/phase.sh"] },
-//!     "phase:execute": { "program": "sh", "args": ["agents/phase.sh", "--careful"] },
+//!     "phase:design":  { "program": "sh", "args": ["agents/phase.sh"], "env": { "DEPTH": "2" } },
 //!     "task":          { "program": "sh", "args": ["agents/task.sh"] }
 //!   }
 //! }
@@ -54,20 +54,40 @@
 //! Unknown fields are refused. Every error is a [`SpecError`] naming the field
 //! (`roles.scope.args[1]: expected a string, found 7`).
 //!
+//! When the plan has tasks, the execute phase completes through them (each run by the `task`
+//! command); its phase binding is used only when there are none.
+//!
 //! # Binding a real tool (documentation only)
 //!
-//! A real LLM tool is bound the same way; a thin wrapper script usually adapts its command
-//! line to the protocol (read the request, prompt the tool, print `{"output": …}`):
+//! A real LLM tool is bound the same way. The binding runs the tool (or a thin wrapper) in the
+//! repository, passing through the variables it needs:
 //!
 //! ```json
 //! "phase": {
-//!   "program": "my-llm-agent",
-//!   "args": ["--model", "large", "--protocol", "milestone-v1"],
+//!   "program": "agents/llm-phase.sh",
+//!   "args": ["--model", "large"],
 //!   "pass_env": ["ANTHROPIC_API_KEY"],
 //!   "env": { "NO_COLOR": "1" },
 //!   "dir": "../my-repository"
 //! }
 //! ```
+//!
+//! and the wrapper adapts the tool's command line to the protocol — read the request, prompt
+//! the tool, print the result as `{"output": …}` (a sketch, with `jq` and a tool taking a
+//! prompt with `-p`):
+//!
+//! ```text
+//! #!/bin/sh
+//! read -r request
+//! phase=$(printf '%s' "$request" | jq -r .role_name)
+//! title=$(printf '%s' "$request" | jq -r .title)
+//! echo '{"progress": 0.1}'
+//! answer=$(llm-tool -p "Do the $phase phase of: $title. Upstream: $(printf '%s' "$request" | jq -c .input)") || exit 75
+//! jq -cn --arg s "$answer" --arg p "$phase" '{output: {summary: $s, data: {phase: $p}}}'
+//! ```
+//!
+//! Exit code 75 marks a transient failure (retried with backoff); any other non-zero code is
+//! permanent; the request's `idempotency_key` lets the tool recognise a retried attempt.
 
 use std::collections::BTreeMap;
 use std::error::Error;
