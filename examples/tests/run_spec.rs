@@ -263,3 +263,69 @@ fn both_shipped_specs_parse_with_every_role_bound() {
         }
     }
 }
+
+/// Every field path of `v` (objects as `a.b`, arrays as `a[0]`), the root excluded.
+fn paths(v: &serde_json::Value, here: &str, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, child) in map {
+                let p = if here.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{here}.{k}")
+                };
+                out.push(p.clone());
+                paths(child, &p, out);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                let p = format!("{here}[{i}]");
+                out.push(p.clone());
+                paths(child, &p, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The value at `path` in `v`.
+fn at<'a>(v: &'a mut serde_json::Value, path: &str) -> &'a mut serde_json::Value {
+    let mut v = v;
+    for part in path.split('.') {
+        let (key, index) = match part.split_once('[') {
+            Some((k, i)) => (k, Some(i.trim_end_matches(']').parse::<usize>().unwrap())),
+            None => (part, None),
+        };
+        v = &mut v[key];
+        if let Some(i) = index {
+            v = &mut v[i];
+        }
+    }
+    v
+}
+
+#[test]
+fn every_field_of_the_shipped_specs_given_a_wrong_type_is_named_in_the_error() {
+    for name in ["shell_agents.json", "python_agents.json"] {
+        let text = std::fs::read_to_string(spec_file(name)).unwrap();
+        let valid: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let mut all = Vec::new();
+        paths(&valid, "", &mut all);
+        let mut checked = 0;
+        for path in all.iter().filter(|p| !p.starts_with("workflow.")) {
+            let mut v = valid.clone();
+            let slot = at(&mut v, path);
+            // A string where something else is expected, else a number.
+            *slot = if slot.is_string() {
+                serde_json::json!(7)
+            } else {
+                serde_json::json!("seven")
+            };
+            let err = Spec::from_json(&v.to_string()).unwrap_err();
+            assert_eq!(err.field(), Some(path.as_str()), "{name}: {err}");
+            checked += 1;
+        }
+        assert!(checked > 30, "{name}: only {checked} fields");
+    }
+}
