@@ -306,8 +306,22 @@ pub fn run(out: Out, script_dir: &Path) -> Result<Summary, Box<dyn Error>> {
     registry.bind_any_phase(Arc::clone(&reviewer));
     registry.bind(Role::Phase(spec.clone()), spec_agent);
     registry.bind(Role::Task, Arc::clone(&reviewer));
-    say(&out, "\nThe registry")?;
-    say(&out, format!("  {registry:?}"))?;
+    say(&out, "\nThe bindings")?;
+    say(
+        &out,
+        "  scope, estimation, risk, kiro-strategy  analyst (in-process function)",
+    )?;
+    say(
+        &out,
+        format!(
+            "  phase spec                              spec-script (sh {})",
+            script.display()
+        ),
+    )?;
+    say(
+        &out,
+        "  any other phase, task                   reviewer (hand-written)",
+    )?;
 
     // A listener prints what completed, and who did it.
     let printer = Arc::clone(&out);
