@@ -12,8 +12,7 @@ use std::error::Error;
 use std::sync::{Arc, Mutex};
 
 fn main() -> Result<(), Box<dyn Error>> {
-    let target = std::env::var_os("CARGO_TARGET_DIR").unwrap_or_else(|| "target".into());
-    let store_root = std::path::Path::new(&target).join("hybrid");
+    let store_root = milestone_examples::target_dir().join("hybrid");
     let repo = tempfile::tempdir()?;
     let out: milestone_examples::kiro_demo::Out = Arc::new(Mutex::new(std::io::stdout()));
     milestone_examples::hybrid::run(out, &store_root, repo.path())?;

@@ -8,18 +8,10 @@
 //! sessions wrote); the git repository is made in a temporary directory, removed at the end.
 
 use std::error::Error;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 fn main() -> Result<(), Box<dyn Error>> {
-    // The workspace's `target/`, wherever the example is run from.
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-            manifest.parent().unwrap_or(manifest).join("target")
-        });
-    let store_root = target.join("resume");
+    let store_root = milestone_examples::target_dir().join("resume");
     let repo = tempfile::tempdir()?;
     let out: milestone_examples::kiro_demo::Out = Arc::new(Mutex::new(std::io::stdout()));
     let summary = milestone_examples::resume::run(out, &store_root, repo.path())?;

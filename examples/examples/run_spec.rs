@@ -9,7 +9,7 @@
 //! The store goes under `target/run_spec/` (kept: read `events.jsonl` and `state.json`).
 
 use std::error::Error;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 fn main() -> Result<(), Box<dyn Error>> {
@@ -25,14 +25,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             }
         }
     };
-    // The workspace's `target/`, wherever the example is run from.
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-            manifest.parent().unwrap_or(manifest).join("target")
-        });
-    let store_root = target.join("run_spec");
+    let store_root = milestone_examples::target_dir().join("run_spec");
     let out: milestone_examples::kiro_demo::Out = Arc::new(Mutex::new(std::io::stdout()));
     let summary = milestone_examples::run_spec::run(out, &spec, &store_root)?;
     if summary.state.status() != milestone_core::MilestoneStatus::Completed {

@@ -8,3 +8,15 @@ pub mod kiro_demo;
 pub mod resume;
 pub mod run_spec;
 pub mod simple_direct;
+
+/// The workspace's `target/` directory, wherever an example is run from: `CARGO_TARGET_DIR`
+/// when set, else `target/` beside the workspace's `Cargo.toml`. Examples keep their stores
+/// under it so that nothing lands in the source tree.
+pub fn target_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+            manifest.parent().unwrap_or(manifest).join("target")
+        })
+}
