@@ -20,3 +20,8 @@ pub fn target_dir() -> std::path::PathBuf {
             manifest.parent().unwrap_or(manifest).join("target")
         })
 }
+
+/// The README's code, run as doctests so that it cannot rot.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -58,8 +58,3 @@ pub use state::{
 };
 pub use units::{Priority, Progress, Timestamp, Weight};
 pub use workflow::{CachePolicy, Limits, PhaseSpec, Workflow};
-
-/// The README's examples, run as doctests so they cannot rot.
-#[doc = include_str!("../../README.md")]
-#[cfg(doctest)]
-pub struct ReadmeDoctests;
