@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 fn main() -> Result<(), Box<dyn Error>> {
     let store_root = milestone_examples::target_dir().join("hybrid");
     let repo = tempfile::tempdir()?;
-    let out: milestone_examples::kiro_demo::Out = Arc::new(Mutex::new(std::io::stdout()));
+    let out: milestone_examples::Out = Arc::new(Mutex::new(std::io::stdout()));
     milestone_examples::hybrid::run(out, &store_root, repo.path())?;
     Ok(())
 }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 fn main() -> Result<(), Box<dyn Error>> {
     let store_root = milestone_examples::target_dir().join("kiro_demo");
     let repo = tempfile::tempdir()?;
-    let out: milestone_examples::kiro_demo::Out = Arc::new(Mutex::new(std::io::stdout()));
+    let out: milestone_examples::Out = Arc::new(Mutex::new(std::io::stdout()));
     let summary = milestone_examples::kiro_demo::run(out, &store_root, repo.path())?;
     if !summary.completed {
         return Err(format!("the milestone did not complete: {}", summary.state.status()).into());

@@ -26,7 +26,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         }
     };
     let store_root = milestone_examples::target_dir().join("run_spec");
-    let out: milestone_examples::kiro_demo::Out = Arc::new(Mutex::new(std::io::stdout()));
+    let out: milestone_examples::Out = Arc::new(Mutex::new(std::io::stdout()));
     let summary = milestone_examples::run_spec::run(out, &spec, &store_root)?;
     if summary.state.status() != milestone_core::MilestoneStatus::Completed {
         return Err(format!("the milestone did not complete: {}", summary.state.status()).into());

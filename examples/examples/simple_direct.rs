@@ -11,7 +11,7 @@ use std::error::Error;
 use std::sync::{Arc, Mutex};
 
 fn main() -> Result<(), Box<dyn Error>> {
-    let out: milestone_examples::kiro_demo::Out = Arc::new(Mutex::new(std::io::stdout()));
+    let out: milestone_examples::Out = Arc::new(Mutex::new(std::io::stdout()));
     milestone_examples::simple_direct::run(out)?;
     Ok(())
 }

@@ -22,7 +22,7 @@
 //! The store and git are in memory: nothing is written to disk.
 
 use std::error::Error;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use futures::executor::block_on;
 use milestone_agents::orchestrator::{ModePolicy, Report};
@@ -30,15 +30,14 @@ use milestone_agents::{
     AgentError, AgentOutput, AgentRequest, Clock, FnAgent, Orchestrator, PlanSpec, Registry,
     SystemClock, role_name,
 };
-use milestone_core::complexity::{
-    self, Comparison, Complexity, ComplexityInput, ExecutionMode, Recommendation,
-};
+use milestone_core::complexity::{self, Comparison, Complexity, ComplexityInput, ExecutionMode};
 use milestone_core::engine::{Role, Work};
-use milestone_core::{Artifact, ArtifactBody, ItemRef, MilestoneId, MilestoneState, Workflow};
-use milestone_git::{CommitRequest, GitBackend, InMemoryGit, RefName, RepoPath};
+use milestone_core::{ItemRef, MilestoneId, MilestoneState, Workflow};
+use milestone_git::{InMemoryGit, RefName};
 use milestone_state::{InMemory, StateStore};
 
-use crate::kiro_demo::Out;
+use crate::support::{self, Calls, complexity_name, mode_name, recommendation_name, record, take};
+use crate::{Out, say};
 
 /// What the example did, for callers (and the example's test) to check.
 #[derive(Debug, Clone)]
@@ -75,18 +74,6 @@ const COMPONENTS: [&str; 8] = [
 const PHASE_MS: (u64, u64) = (20, 10);
 const TASK_MS: (u64, u64) = (25, 15);
 
-macro_rules! say {
-    ($out:expr, $($arg:tt)*) => {
-        match $out.lock() {
-            Ok(mut w) => writeln!(w, $($arg)*),
-            Err(_) => Err(std::io::Error::other("output lock poisoned")),
-        }
-    };
-}
-
-/// Who ran what: one `runner: work` line per call.
-type Calls = Arc<Mutex<Vec<String>>>;
-
 /// Runs the example, writing its report to `out`.
 ///
 /// # Errors
@@ -95,13 +82,7 @@ pub fn run(out: Out) -> Result<Summary, Box<dyn Error>> {
     let workflow = Workflow::kiro();
     let store = Arc::new(InMemory::new());
     let git = Arc::new(InMemoryGit::new());
-    block_on(async {
-        git.write_file(&RepoPath::new("README.md")?, b"# auth service\n")
-            .await?;
-        git.add_all().await?;
-        git.commit(&CommitRequest::new("Initial commit")).await?;
-        Ok::<(), Box<dyn Error>>(())
-    })?;
+    block_on(support::initial_commit(&*git, b"# auth service\n"))?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
     let agent_calls: Calls = Arc::default();
     let direct_calls: Calls = Arc::default();
@@ -221,13 +202,6 @@ fn clear(a: &Calls, b: &Calls) {
     }
 }
 
-fn take(calls: &Calls) -> Vec<String> {
-    calls
-        .lock()
-        .map(|mut c| std::mem::take(&mut *c))
-        .unwrap_or_default()
-}
-
 /// The runners: four planning analysts (agents), and for every phase and for tasks an agent
 /// and a direct runner. Each call sleeps for its cost on the orchestrator's clock and is
 /// recorded in `agent_calls` or `direct_calls`.
@@ -268,9 +242,7 @@ fn worker(
 ) -> impl milestone_agents::AgentRunner + 'static {
     let (clock, calls) = (Arc::clone(clock), Arc::clone(calls));
     FnAgent::new(name, move |req: AgentRequest, _ctx| {
-        if let Ok(mut c) = calls.lock() {
-            c.push(format!("{name}: {}", req.work));
-        }
+        record(&calls, format!("{name}: {}", req.work));
         let sleep = clock.sleep(ms);
         async move {
             sleep.await;
@@ -283,19 +255,12 @@ fn worker(
 /// task reports that its tests passed.
 fn output(req: &AgentRequest, by: &str) -> Result<AgentOutput, AgentError> {
     match &req.work {
-        Work::Item(ItemRef::Phase(phase)) => {
-            let mut out = AgentOutput::new(format!("{phase} done by {by}"));
-            if let Some(spec) = Workflow::kiro().phase(phase.as_str()) {
-                for name in &spec.expected_outputs {
-                    out = out.with_artifact(Artifact {
-                        name: name.clone(),
-                        kind: "document".into(),
-                        body: ArtifactBody::Inline(format!("{name} for {TITLE}")),
-                    });
-                }
-            }
-            Ok(out)
-        }
+        Work::Item(ItemRef::Phase(phase)) => Ok(support::phase_output(
+            &Workflow::kiro(),
+            &req.work,
+            TITLE,
+            format!("{phase} done by {by}"),
+        )),
         Work::Item(ItemRef::Task(task)) => {
             Ok(AgentOutput::new(format!("{task} done by {by}")).with_quality("tests-passed", 1.0))
         }
@@ -338,29 +303,5 @@ fn analysis(role: &Role) -> serde_json::Value {
             "improve": [{"description": "token validation in one place", "phase": "design"}],
             "remove": [{"description": "three duplicated session checks", "phase": "execute"}],
             "originate": [{"description": "audit logging of logins", "phase": "task"}]}),
-    }
-}
-
-fn mode_name(mode: ExecutionMode) -> &'static str {
-    match mode {
-        ExecutionMode::Direct => "direct",
-        ExecutionMode::Hybrid => "hybrid",
-        ExecutionMode::Agents => "agents",
-    }
-}
-
-fn complexity_name(c: Complexity) -> &'static str {
-    match c {
-        Complexity::Low => "low",
-        Complexity::Medium => "medium",
-        Complexity::High => "high",
-    }
-}
-
-fn recommendation_name(r: Recommendation) -> &'static str {
-    match r {
-        Recommendation::AlwaysAgents => "always use agents",
-        Recommendation::AgentsForComplex => "use agents for complex milestones",
-        Recommendation::DirectForSimple => "run simple milestones directly",
     }
 }

@@ -36,12 +36,11 @@ use milestone_agents::{
 };
 use milestone_core::complexity::ExecutionMode;
 use milestone_core::engine::{Role, Work};
-use milestone_core::{
-    Artifact, ArtifactBody, Event, ItemRef, MilestoneId, MilestoneState, PhaseId, Workflow,
-};
+use milestone_core::{Event, ItemRef, MilestoneId, MilestoneState, PhaseId, Workflow};
 use milestone_state::{InMemory, StateStore};
 
-use crate::kiro_demo::Out;
+use crate::Out;
+use crate::support::{self, say};
 
 /// What the example did, for callers (and its test) to check.
 #[derive(Debug, Clone)]
@@ -104,21 +103,14 @@ impl Reviewer {
     }
 
     fn output(&self, request: &AgentRequest) -> AgentOutput {
-        let mut out = AgentOutput::new(format!("{} reviewed by {}", request.work, self.name))
-            .with_quality("review", 1.0);
-        if let Work::Item(ItemRef::Phase(phase)) = &request.work
-            && let Some(spec) = self.workflow.phase(phase.as_str())
-        {
-            // The phase's quality gate checks that every expected output is named.
-            for name in &spec.expected_outputs {
-                out = out.with_artifact(Artifact {
-                    name: name.clone(),
-                    kind: "document".into(),
-                    body: ArtifactBody::Inline(format!("{name} for {}", request.title)),
-                });
-            }
-        }
-        out
+        // The phase's quality gate checks that every expected output is named.
+        support::phase_output(
+            &self.workflow,
+            &request.work,
+            &request.title,
+            format!("{} reviewed by {}", request.work, self.name),
+        )
+        .with_quality("review", 1.0)
     }
 }
 
@@ -213,13 +205,6 @@ pub(crate) fn bind_planning(registry: &mut Registry) {
                 Ok(AgentOutput::new("analysed").with_data(analysis_data(&req.role)))
             }),
         );
-    }
-}
-
-fn say(out: &Out, line: impl std::fmt::Display) -> std::io::Result<()> {
-    match out.lock() {
-        Ok(mut w) => writeln!(w, "{line}"),
-        Err(_) => Err(std::io::Error::other("output lock poisoned")),
     }
 }
 

@@ -31,17 +31,15 @@ use milestone_agents::{
     AgentError, AgentOutput, AgentRequest, AgentRunner, Clock, FnAgent, Orchestrator, PlanSpec,
     Registry, SystemClock, role_name,
 };
-use milestone_core::complexity::{self, Complexity, ComplexityInput, ExecutionMode};
+use milestone_core::complexity::{self, Complexity, ComplexityInput};
 use milestone_core::engine::{Role, Work};
-use milestone_core::{Artifact, ArtifactBody, ItemRef, MilestoneId, MilestoneState, Workflow};
-use milestone_git::{
-    CliGit, CliGitConfig, CommitRequest, GitBackend, Identity, LogRange, RefName, RepoPath,
-    Revision,
-};
+use milestone_core::{ItemRef, MilestoneId, MilestoneState, Workflow};
+use milestone_git::{CliGit, RefName};
 use milestone_state::StateStore;
 use milestone_state::file::FileStore;
 
-use crate::kiro_demo::Out;
+use crate::support::{self, branch_log, complexity_name, mode_name, say_branch_log};
+use crate::{Out, say};
 
 /// What the example did, for callers (and the example's test) to check.
 #[derive(Debug, Clone)]
@@ -64,15 +62,6 @@ pub struct Summary {
 const TITLE: &str = "Add rate limiting to the public API";
 /// The API areas that get limits; each gets a limit → wire → test chain.
 const AREAS: [&str; 4] = ["auth", "search", "upload", "billing"];
-
-macro_rules! say {
-    ($out:expr, $($arg:tt)*) => {
-        match $out.lock() {
-            Ok(mut w) => writeln!(w, $($arg)*),
-            Err(_) => Err(std::io::Error::other("output lock poisoned")),
-        }
-    };
-}
 
 /// Who ran what, in order: `(runner, work)`.
 type Calls = Arc<Mutex<Vec<(String, String)>>>;
@@ -146,25 +135,8 @@ pub fn run(out: Out, store_root: &Path, repo_dir: &Path) -> Result<Summary, Box<
 
     let state = block_on(store.load(&id))?.state;
     block_on(store.export(&id))?;
-    let branch = state.git().branch.clone().unwrap_or_default();
-    let log = block_on(git.log(&LogRange::between(
-        Revision::branch(&RefName::new("main")?),
-        Revision::branch(&RefName::new(&branch)?),
-    )))?;
-    let git_log: Vec<String> = log
-        .iter()
-        .map(|e| {
-            format!(
-                "{} {}",
-                &e.id.as_str()[..7.min(e.id.as_str().len())],
-                e.summary
-            )
-        })
-        .collect();
-    say!(out, "\ngit log main..{branch}")?;
-    for line in &git_log {
-        say!(out, "  {line}")?;
-    }
+    let git_log = block_on(branch_log(&*git, &state))?;
+    say_branch_log(&out, &support::branch_of(&state), &git_log)?;
     say!(out, "\nstatus: {}", state.status())?;
     if !report.is_completed() {
         return Err(format!("the milestone did not complete: {}", state.status()).into());
@@ -241,19 +213,12 @@ fn worker(
 /// task says who did it.
 fn output(req: &AgentRequest, by: &str) -> Result<AgentOutput, AgentError> {
     match &req.work {
-        Work::Item(ItemRef::Phase(phase)) => {
-            let mut out = AgentOutput::new(format!("{phase} done by {by}"));
-            if let Some(spec) = Workflow::kiro().phase(phase.as_str()) {
-                for name in &spec.expected_outputs {
-                    out = out.with_artifact(Artifact {
-                        name: name.clone(),
-                        kind: "document".into(),
-                        body: ArtifactBody::Inline(format!("{name} for {TITLE}")),
-                    });
-                }
-            }
-            Ok(out)
-        }
+        Work::Item(ItemRef::Phase(phase)) => Ok(support::phase_output(
+            &Workflow::kiro(),
+            &req.work,
+            TITLE,
+            format!("{phase} done by {by}"),
+        )),
         Work::Item(ItemRef::Task(task)) => Ok(AgentOutput::new(format!("{task} done by {by}"))),
         other => Err(AgentError::permanent(format!(
             "not phase or task work: {other}"
@@ -300,33 +265,6 @@ fn analysis(role: &Role) -> serde_json::Value {
 }
 
 async fn open_repo(dir: &Path) -> Result<CliGit, Box<dyn Error>> {
-    std::fs::create_dir_all(dir)?;
-    let config = CliGitConfig::default()
-        .with_identity(Identity::new(
-            "milestone example",
-            "hybrid@milestone.invalid",
-        )?)
-        .with_date("2026-11-21T09:00:00Z");
-    let git = CliGit::init(dir, &RefName::new("main")?, config).await?;
-    git.write_file(&RepoPath::new("README.md")?, b"# public API\n")
-        .await?;
-    git.add_all().await?;
-    git.commit(&CommitRequest::new("Initial commit")).await?;
-    Ok(git)
-}
-
-fn mode_name(mode: ExecutionMode) -> &'static str {
-    match mode {
-        ExecutionMode::Direct => "direct",
-        ExecutionMode::Hybrid => "hybrid",
-        ExecutionMode::Agents => "agents",
-    }
-}
-
-fn complexity_name(c: Complexity) -> &'static str {
-    match c {
-        Complexity::Low => "low",
-        Complexity::Medium => "medium",
-        Complexity::High => "high",
-    }
+    let config = support::git_config("milestone example", "hybrid@milestone.invalid")?;
+    support::init_repo(dir, config, b"# public API\n").await
 }

@@ -7,7 +7,6 @@
 //! (state is a fold of the event log) and prints live progress from it.
 
 use std::error::Error;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -18,7 +17,7 @@ use milestone_agents::{
     SystemClock,
 };
 use milestone_core::complexity::ExecutionMode;
-use milestone_core::engine::{Role, Strategy, Work};
+use milestone_core::engine::{Role, Strategy};
 use milestone_core::kiro::{KiroItem, KiroStrategy};
 use milestone_core::picture::to_mermaid;
 use milestone_core::plan::{
@@ -27,19 +26,14 @@ use milestone_core::plan::{
 };
 use milestone_core::progress::{ProgressReport, RenderOptions};
 use milestone_core::{
-    Artifact, ArtifactBody, Event, ItemRef, ItemStatus, MilestoneId, MilestoneState, PhaseId,
-    TaskId, TaskSpec, Workflow,
+    Event, ItemRef, ItemStatus, MilestoneId, MilestoneState, PhaseId, TaskId, TaskSpec, Workflow,
 };
-use milestone_git::{
-    CliGit, CliGitConfig, CommitRequest, GitBackend, Identity, LogRange, RefName, RepoPath,
-    Revision,
-};
+use milestone_git::{CliGit, RefName};
 use milestone_state::StateStore;
 use milestone_state::file::FileStore;
 
-/// Where the demo writes its report: shared with the orchestrator's listener, which prints
-/// live progress while the milestone runs.
-pub type Out = Arc<Mutex<dyn Write + Send>>;
+use crate::support::{self, branch_log, phase_of, say_branch_log, short};
+use crate::{Out, say};
 
 /// What the demo did, for callers (and the example's test) to check.
 #[derive(Debug, Clone)]
@@ -67,15 +61,6 @@ const MINUTE: u64 = 60_000;
 
 fn id(s: &str) -> Result<PhaseId, Box<dyn Error>> {
     Ok(PhaseId::new(s)?)
-}
-
-macro_rules! say {
-    ($out:expr, $($arg:tt)*) => {
-        match $out.lock() {
-            Ok(mut w) => writeln!(w, $($arg)*),
-            Err(_) => Err(std::io::Error::other("output lock poisoned")),
-        }
-    };
 }
 
 /// Runs the demo, writing its report to `out`, the store under `store_root` and the git
@@ -180,19 +165,8 @@ pub fn run(out: Out, store_root: &Path, repo_dir: &Path) -> Result<DemoSummary, 
         report.metrics.max_parallel,
         report.metrics.events_appended
     )?;
-    let branch = state.git().branch.clone().unwrap_or_default();
-    let log = block_on(git.log(&LogRange::between(
-        Revision::branch(&RefName::new("main")?),
-        Revision::branch(&RefName::new(&branch)?),
-    )))?;
-    let git_log: Vec<String> = log
-        .iter()
-        .map(|e| format!("{} {}", short(e.id.as_str()), e.summary))
-        .collect();
-    say!(out, "\ngit log main..{branch}")?;
-    for line in &git_log {
-        say!(out, "  {line}")?;
-    }
+    let git_log = block_on(branch_log(&*git, &state))?;
+    say_branch_log(&out, &support::branch_of(&state), &git_log)?;
     let mermaid_path = store_root.join(format!("{mid}.mmd"));
     std::fs::write(&mermaid_path, to_mermaid(&state))?;
     say!(out, "\nthe graph as Mermaid: {}", mermaid_path.display())?;
@@ -319,24 +293,14 @@ fn pipelined(state: &MilestoneState, phase: &PhaseId) -> String {
     }
 }
 
-fn short(commit: &str) -> &str {
-    &commit[..7.min(commit.len())]
-}
-
 async fn open_repo(dir: &Path) -> Result<CliGit, Box<dyn Error>> {
-    std::fs::create_dir_all(dir)?;
-    let config = CliGitConfig::default()
-        .with_identity(Identity::new("milestone demo", "demo@milestone.invalid")?)
-        .with_date("2026-11-21T09:00:00Z");
-    let git = CliGit::init(dir, &RefName::new("main")?, config).await?;
-    git.write_file(
-        &RepoPath::new("README.md")?,
+    let config = support::git_config("milestone demo", "demo@milestone.invalid")?;
+    support::init_repo(
+        dir,
+        config,
         b"# auth service\n\nSession tokens are checked in three places.\n",
     )
-    .await?;
-    git.add_all().await?;
-    git.commit(&CommitRequest::new("Initial commit")).await?;
-    Ok(git)
+    .await
 }
 
 /// When each planning analysis ran, in milliseconds on the orchestrator's clock.
@@ -409,27 +373,9 @@ fn analysis(a: Analysis) -> Result<AgentOutput, AgentError> {
 /// A phase agent: names the phase's expected outputs (the quality gate checks them); the task
 /// phase also hands two more tasks to the execute phase, so the graph grows while it runs.
 fn phase_output(req: &AgentRequest) -> Result<AgentOutput, AgentError> {
-    let Work::Item(ItemRef::Phase(phase)) = &req.work else {
-        return Err(AgentError::permanent(format!("not a phase: {}", req.work)));
-    };
-    let outputs: &[&str] = match phase.as_str() {
-        "design" => &[
-            "design-decisions",
-            "architecture-diagrams",
-            "pattern-analysis",
-        ],
-        "spec" => &["technical-specs", "api-contracts", "data-models"],
-        "task" => &["task-list", "dependency-graph", "execution-roadmap"],
-        _ => &["implemented-code", "test-results", "validation-reports"],
-    };
-    let mut out = AgentOutput::new(format!("{phase} done"));
-    for name in outputs {
-        out = out.with_artifact(Artifact {
-            name: (*name).into(),
-            kind: "document".into(),
-            body: ArtifactBody::Inline(format!("{name} for {TITLE}")),
-        });
-    }
+    let phase = phase_of(&req.work)?;
+    let mut out =
+        support::phase_output(&Workflow::kiro(), &req.work, TITLE, format!("{phase} done"));
     if phase.as_str() == "task" {
         let extra = [
             task("migration-guide", &["session-store"])

@@ -8,6 +8,9 @@ pub mod kiro_demo;
 pub mod resume;
 pub mod run_spec;
 pub mod simple_direct;
+pub mod support;
+
+pub use support::Out;
 
 /// The workspace's `target/` directory, wherever an example is run from: `CARGO_TARGET_DIR`
 /// when set, else `target/` beside the workspace's `Cargo.toml`. Examples keep their stores

@@ -29,19 +29,15 @@ use milestone_agents::{
     AgentContext, AgentError, AgentOutput, AgentRequest, Clock, FnAgent, Orchestrator, PlanSpec,
     Registry, SystemClock,
 };
-use milestone_core::engine::{Role, Work};
-use milestone_core::{
-    Artifact, ArtifactBody, Event, ItemRef, ItemStatus, MilestoneId, MilestoneState, Workflow,
-};
-use milestone_git::{
-    CliGit, CliGitConfig, CommitRequest, GitBackend, Identity, LogRange, RefName, RepoPath,
-    Revision,
-};
+use milestone_core::engine::Role;
+use milestone_core::{Event, ItemStatus, MilestoneId, MilestoneState, Workflow};
+use milestone_git::{CliGit, CliGitConfig, RefName};
 use milestone_state::StateStore;
 use milestone_state::file::FileStore;
 
+use crate::Out;
 use crate::custom_runner::bind_planning;
-use crate::kiro_demo::Out;
+use crate::support::{self, branch_log, say, say_branch_log, short};
 
 /// One run of a phase or task agent, as the agents recorded it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,13 +70,6 @@ pub struct Summary {
 const TITLE: &str = "Add audit logging";
 
 type Runs = Arc<Mutex<Vec<RunRecord>>>;
-
-fn say(out: &Out, line: impl std::fmt::Display) -> std::io::Result<()> {
-    match out.lock() {
-        Ok(mut w) => writeln!(w, "{line}"),
-        Err(_) => Err(std::io::Error::other("output lock poisoned")),
-    }
-}
 
 /// Runs the example, writing its report to `out`, the store under `store_root` and the git
 /// repository in `repo_dir` (which must be empty or absent).
@@ -176,25 +165,8 @@ pub fn run(out: Out, store_root: &Path, repo_dir: &Path) -> Result<Summary, Box<
             format!("  {} {:<16} {}{note}", r.session, r.work, r.key),
         )?;
     }
-    let branch = state.git().branch.clone().unwrap_or_default();
-    let log = block_on(git.log(&LogRange::between(
-        Revision::branch(&main),
-        Revision::branch(&RefName::new(&branch)?),
-    )))?;
-    let git_log: Vec<String> = log
-        .iter()
-        .map(|e| {
-            format!(
-                "{} {}",
-                &e.id.as_str()[..7.min(e.id.as_str().len())],
-                e.summary
-            )
-        })
-        .collect();
-    say(&out, format!("\ngit log main..{branch}"))?;
-    for line in &git_log {
-        say(&out, format!("  {line}"))?;
-    }
+    let git_log = block_on(branch_log(&*git, &state))?;
+    say_branch_log(&out, &support::branch_of(&state), &git_log)?;
     say(&out, format!("status: {}", state.status()))?;
     Ok(Summary {
         id,
@@ -218,7 +190,7 @@ fn print_event(out: &Out, event: &Event) {
         Event::ItemStarted { item, attempt, .. } => format!("  started {item} (attempt {attempt})"),
         Event::ItemCompleted { item, .. } => format!("  completed {item}"),
         Event::PhaseCommitted { phase, commit, .. } => {
-            format!("  committed {phase} as {}", &commit[..7.min(commit.len())])
+            format!("  committed {phase} as {}", short(commit))
         }
         Event::Tagged { tag, .. } => format!("  tagged {tag}"),
         _ => return,
@@ -274,36 +246,18 @@ fn registry(session: u8, runs: &Runs) -> Result<Registry, Box<dyn Error>> {
 
 /// A result naming the phase's expected outputs (its quality gate checks them).
 fn output(req: &AgentRequest) -> AgentOutput {
-    let mut out = AgentOutput::new(format!("{} done", req.work));
-    if let Work::Item(ItemRef::Phase(p)) = &req.work
-        && let Some(spec) = Workflow::kiro().phase(p.as_str())
-    {
-        for name in &spec.expected_outputs {
-            out = out.with_artifact(Artifact {
-                name: name.clone(),
-                kind: "document".into(),
-                body: ArtifactBody::Inline(format!("{name} for {TITLE}")),
-            });
-        }
-    }
-    out
+    support::phase_output(
+        &Workflow::kiro(),
+        &req.work,
+        TITLE,
+        format!("{} done", req.work),
+    )
 }
 
 fn git_config() -> Result<CliGitConfig, Box<dyn Error>> {
-    Ok(CliGitConfig::default()
-        .with_identity(Identity::new(
-            "milestone example",
-            "example@milestone.invalid",
-        )?)
-        .with_date("2026-11-21T09:00:00Z"))
+    support::git_config("milestone example", "example@milestone.invalid")
 }
 
 async fn init_repo(dir: &Path) -> Result<CliGit, Box<dyn Error>> {
-    std::fs::create_dir_all(dir)?;
-    let git = CliGit::init(dir, &RefName::new("main")?, git_config()?).await?;
-    git.write_file(&RepoPath::new("README.md")?, b"# audit service\n")
-        .await?;
-    git.add_all().await?;
-    git.commit(&CommitRequest::new("Initial commit")).await?;
-    Ok(git)
+    support::init_repo(dir, git_config()?, b"# audit service\n").await
 }

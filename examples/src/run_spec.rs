@@ -106,7 +106,8 @@ use milestone_state::StateStore;
 use milestone_state::file::FileStore;
 use serde_json::Value;
 
-use crate::kiro_demo::Out;
+use crate::Out;
+use crate::support::say;
 
 /// The largest spec file read (1 MiB).
 pub const MAX_SPEC_BYTES: u64 = 1024 * 1024;
@@ -533,13 +534,6 @@ pub struct Summary {
     pub state: MilestoneState,
     /// The execution call's report.
     pub report: Report,
-}
-
-fn say(out: &Out, line: impl fmt::Display) -> std::io::Result<()> {
-    match out.lock() {
-        Ok(mut w) => writeln!(w, "{line}"),
-        Err(_) => Err(std::io::Error::other("output lock poisoned")),
-    }
 }
 
 /// Loads the spec at `spec_path` and runs its milestone from plan to completion, with the

@@ -16,23 +16,22 @@
 //! The store and git are in memory ([`InMemory`], [`InMemoryGit`]): nothing is written to disk.
 
 use std::error::Error;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use futures::executor::block_on;
 use milestone_agents::orchestrator::{ModePolicy, Report};
 use milestone_agents::{AgentError, AgentOutput, AgentRequest, FnAgent, Orchestrator, PlanSpec};
 use milestone_agents::{Registry, role_name};
-use milestone_core::complexity::{self, Complexity, ComplexityInput, ExecutionMode};
-use milestone_core::engine::{Role, Work};
-use milestone_core::{
-    Artifact, ArtifactBody, ItemRef, MilestoneId, MilestoneState, MilestoneStatus, Workflow,
-};
-use milestone_git::{
-    CommitRequest, GitBackend, InMemoryGit, LogRange, RefName, RepoPath, Revision,
-};
+use milestone_core::complexity::{self, Complexity, ComplexityInput};
+use milestone_core::engine::Role;
+use milestone_core::{MilestoneId, MilestoneState, MilestoneStatus, Workflow};
+use milestone_git::{InMemoryGit, RefName};
 use milestone_state::{InMemory, StateStore};
 
-use crate::kiro_demo::Out;
+use crate::support::{
+    self, Calls, branch_log, complexity_name, mode_name, phase_of, record, say_branch_log, take,
+};
+use crate::{Out, say};
 
 /// What the example did, for callers (and the example's test) to check.
 #[derive(Debug, Clone)]
@@ -55,28 +54,6 @@ pub struct Summary {
 
 const TITLE: &str = "Add login feature";
 
-macro_rules! say {
-    ($out:expr, $($arg:tt)*) => {
-        match $out.lock() {
-            Ok(mut w) => writeln!(w, $($arg)*),
-            Err(_) => Err(std::io::Error::other("output lock poisoned")),
-        }
-    };
-}
-
-/// Who ran what: one `runner: work` line per call.
-type Calls = Arc<Mutex<Vec<String>>>;
-
-fn record(calls: &Calls, runner: &str, req: &AgentRequest) {
-    if let Ok(mut c) = calls.lock() {
-        c.push(format!("{runner}: {}", req.work));
-    }
-}
-
-fn taken(calls: &Calls) -> Vec<String> {
-    calls.lock().map(|c| c.clone()).unwrap_or_default()
-}
-
 /// Runs the example, writing its report to `out`.
 ///
 /// # Errors
@@ -87,13 +64,7 @@ pub fn run(out: Out) -> Result<Summary, Box<dyn Error>> {
     let direct_calls: Calls = Arc::default();
     let store = Arc::new(InMemory::new());
     let git = Arc::new(InMemoryGit::new());
-    block_on(async {
-        git.write_file(&RepoPath::new("README.md")?, b"# web app\n")
-            .await?;
-        git.add_all().await?;
-        git.commit(&CommitRequest::new("Initial commit")).await?;
-        Ok::<(), Box<dyn Error>>(())
-    })?;
+    block_on(support::initial_commit(&*git, b"# web app\n"))?;
     let orchestrator = Orchestrator::builder()
         .workflow(workflow.clone())
         .registry(registry(&agent_calls, &direct_calls))
@@ -129,8 +100,8 @@ pub fn run(out: Out) -> Result<Summary, Box<dyn Error>> {
     block_on(orchestrator.transition(&id))?;
     let report = block_on(orchestrator.execute(&id))?;
     say!(out, "\nexecution mode chosen: {}", mode_name(report.mode))?;
-    let direct = taken(&direct_calls);
-    let agents = taken(&agent_calls);
+    let direct = take(&direct_calls);
+    let agents = take(&agent_calls);
     say!(out, "direct runner calls ({}):", direct.len())?;
     for call in &direct {
         say!(out, "  {call}")?;
@@ -145,25 +116,8 @@ pub fn run(out: Out) -> Result<Summary, Box<dyn Error>> {
     )?;
 
     let state = block_on(store.load(&id))?.state;
-    let branch = state.git().branch.clone().unwrap_or_default();
-    let log = block_on(git.log(&LogRange::between(
-        Revision::branch(&RefName::new("main")?),
-        Revision::branch(&RefName::new(&branch)?),
-    )))?;
-    let git_log: Vec<String> = log
-        .iter()
-        .map(|e| {
-            format!(
-                "{} {}",
-                &e.id.as_str()[..7.min(e.id.as_str().len())],
-                e.summary
-            )
-        })
-        .collect();
-    say!(out, "\ngit log main..{branch}")?;
-    for line in &git_log {
-        say!(out, "  {line}")?;
-    }
+    let git_log = block_on(branch_log(&*git, &state))?;
+    say_branch_log(&out, &support::branch_of(&state), &git_log)?;
     say!(out, "\nstatus: {}", state.status())?;
     if state.status() != MilestoneStatus::Completed {
         return Err(format!("the milestone did not complete: {}", state.status()).into());
@@ -198,25 +152,25 @@ fn registry(agent_calls: &Calls, direct_calls: &Calls) -> Registry {
     }
     let (a, d) = (Arc::clone(agent_calls), Arc::clone(direct_calls));
     r.bind_any_phase(FnAgent::sync("phase-agent", move |req| {
-        record(&a, "phase-agent", &req);
+        record(&a, format!("phase-agent: {}", req.work));
         phase_output(&req)
     }));
     r.bind_direct_any_phase(FnAgent::sync("phase-direct", move |req| {
-        record(&d, "phase-direct", &req);
+        record(&d, format!("phase-direct: {}", req.work));
         phase_output(&req)
     }));
     let (a, d) = (Arc::clone(agent_calls), Arc::clone(direct_calls));
     r.bind(
         Role::Task,
         FnAgent::sync("task-agent", move |req| {
-            record(&a, "task-agent", &req);
+            record(&a, format!("task-agent: {}", req.work));
             Ok(AgentOutput::new(format!("agent did {}", req.work)))
         }),
     );
     r.bind_direct(
         Role::Task,
         FnAgent::sync("task-direct", move |req| {
-            record(&d, "task-direct", &req);
+            record(&d, format!("task-direct: {}", req.work));
             Ok(AgentOutput::new(format!("did {} in-process", req.work)))
         }),
     );
@@ -248,34 +202,11 @@ fn analysis(role: &Role) -> serde_json::Value {
 
 /// A phase's output, naming the phase's expected outputs (its quality gate checks them).
 fn phase_output(req: &AgentRequest) -> Result<AgentOutput, AgentError> {
-    let Work::Item(ItemRef::Phase(phase)) = &req.work else {
-        return Err(AgentError::permanent(format!("not a phase: {}", req.work)));
-    };
-    let mut out = AgentOutput::new(format!("{phase} done"));
-    if let Some(spec) = Workflow::kiro().phase(phase.as_str()) {
-        for name in &spec.expected_outputs {
-            out = out.with_artifact(Artifact {
-                name: name.clone(),
-                kind: "document".into(),
-                body: ArtifactBody::Inline(format!("{name} for {TITLE}")),
-            });
-        }
-    }
-    Ok(out)
-}
-
-fn mode_name(mode: ExecutionMode) -> &'static str {
-    match mode {
-        ExecutionMode::Direct => "direct",
-        ExecutionMode::Hybrid => "hybrid",
-        ExecutionMode::Agents => "agents",
-    }
-}
-
-fn complexity_name(c: Complexity) -> &'static str {
-    match c {
-        Complexity::Low => "low",
-        Complexity::Medium => "medium",
-        Complexity::High => "high",
-    }
+    let phase = phase_of(&req.work)?;
+    Ok(support::phase_output(
+        &Workflow::kiro(),
+        &req.work,
+        TITLE,
+        format!("{phase} done"),
+    ))
 }

@@ -9,7 +9,7 @@ use milestone_core::{ItemStatus, MilestoneStatus};
 #[test]
 fn complex_agents_runs_a_high_complexity_milestone_on_parallel_agents() {
     let buffer = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let out: milestone_examples::kiro_demo::Out = buffer.clone();
+    let out: milestone_examples::Out = buffer.clone();
     let s = milestone_examples::complex_agents::run(out).unwrap();
     let text = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
 

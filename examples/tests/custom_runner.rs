@@ -9,7 +9,7 @@ use milestone_core::{ItemStatus, MilestoneStatus};
 fn custom_runner_runs_a_hand_written_runner_and_a_script_in_one_milestone() {
     let dir = tempfile::tempdir().unwrap();
     let buffer = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let out: milestone_examples::kiro_demo::Out = buffer.clone();
+    let out: milestone_examples::Out = buffer.clone();
     let summary = milestone_examples::custom_runner::run(out, dir.path()).unwrap();
     let text = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
     let state = &summary.state;

@@ -13,7 +13,7 @@ fn hybrid_runs_design_directly_and_execution_on_parallel_agents() {
     let store = dir.path().join("store");
     let repo = dir.path().join("repo");
     let buffer = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let out: milestone_examples::kiro_demo::Out = buffer.clone();
+    let out: milestone_examples::Out = buffer.clone();
     let s = milestone_examples::hybrid::run(out, &store, &repo).unwrap();
     let text = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
 

@@ -12,7 +12,7 @@ fn kiro_demo_completes_a_milestone_with_its_effects() {
     let store = dir.path().join("store");
     let repo = dir.path().join("repo");
     let buffer = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let out: milestone_examples::kiro_demo::Out = buffer.clone();
+    let out: milestone_examples::Out = buffer.clone();
     let summary = milestone_examples::kiro_demo::run(out, &store, &repo).unwrap();
     let text = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
 

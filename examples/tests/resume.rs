@@ -12,7 +12,7 @@ fn resume_finishes_a_cut_run_without_doing_a_phase_twice() {
     let store = dir.path().join("store");
     let repo = dir.path().join("repo");
     let buffer = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let out: milestone_examples::kiro_demo::Out = buffer.clone();
+    let out: milestone_examples::Out = buffer.clone();
     let summary = milestone_examples::resume::run(out, &store, &repo).unwrap();
     let text = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
 

@@ -18,7 +18,7 @@ fn spec_file(name: &str) -> PathBuf {
 fn run_file(name: &str) -> (milestone_examples::run_spec::Summary, String) {
     let dir = tempfile::tempdir().unwrap();
     let buffer = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let out: milestone_examples::kiro_demo::Out = buffer.clone();
+    let out: milestone_examples::Out = buffer.clone();
     let summary = run(out, &spec_file(name), dir.path()).unwrap();
     let text = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
     // The store holds the log and the exported state of the run.
@@ -238,7 +238,7 @@ fn unreadable_or_non_json_specs_are_typed_errors() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.json");
     std::fs::write(&bad, edited(|v| v["strategy"] = serde_json::json!(1))).unwrap();
-    let out: milestone_examples::kiro_demo::Out = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let out: milestone_examples::Out = Arc::new(Mutex::new(Vec::<u8>::new()));
     let err = run(out, &bad, &dir.path().join("store")).unwrap_err();
     assert_eq!(
         err.downcast_ref::<SpecError>().and_then(SpecError::field),

@@ -9,7 +9,7 @@ use milestone_core::{ItemStatus, MilestoneStatus};
 #[test]
 fn simple_direct_runs_a_low_complexity_milestone_without_agents() {
     let buffer = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let out: milestone_examples::kiro_demo::Out = buffer.clone();
+    let out: milestone_examples::Out = buffer.clone();
     let summary = milestone_examples::simple_direct::run(out).unwrap();
     let text = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
 
