@@ -27,8 +27,8 @@ use std::sync::Arc;
 use futures::executor::block_on;
 use milestone_agents::orchestrator::{ModePolicy, Report};
 use milestone_agents::{
-    AgentError, AgentOutput, AgentRequest, Clock, FnAgent, Orchestrator, PlanSpec, Registry,
-    SystemClock, role_name,
+    AgentError, AgentOutput, AgentRequest, Clock, Orchestrator, PlanSpec, Registry, SystemClock,
+    role_name,
 };
 use milestone_core::complexity::{self, Comparison, Complexity, ComplexityInput, ExecutionMode};
 use milestone_core::engine::{Role, Work};
@@ -36,7 +36,10 @@ use milestone_core::{ItemRef, MilestoneId, MilestoneState, Workflow};
 use milestone_git::{InMemoryGit, RefName};
 use milestone_state::{InMemory, StateStore};
 
-use crate::support::{self, Calls, complexity_name, mode_name, recommendation_name, record, take};
+use crate::support::{
+    self, Calls, PLANNING_ROLES, analyst, complexity_name, mode_name, recommendation_name, record,
+    take,
+};
 use crate::{Out, say};
 
 /// What the example did, for callers (and the example's test) to check.
@@ -207,18 +210,8 @@ fn clear(a: &Calls, b: &Calls) {
 /// recorded in `agent_calls` or `direct_calls`.
 fn registry(clock: &Arc<dyn Clock>, agent_calls: &Calls, direct_calls: &Calls) -> Registry {
     let mut r = Registry::new();
-    for role in [
-        Role::Scope,
-        Role::Estimation,
-        Role::Risk,
-        Role::KiroStrategy,
-    ] {
-        r.bind(
-            role,
-            FnAgent::sync("analyst", |req| {
-                Ok(AgentOutput::new("analysed").with_data(analysis(&req.role)))
-            }),
-        );
+    for role in PLANNING_ROLES {
+        r.bind(role, analyst(analysis));
     }
     r.bind_any_phase(worker(clock, agent_calls, "phase-agent", PHASE_MS.0));
     r.bind_direct_any_phase(worker(clock, direct_calls, "phase-direct", PHASE_MS.1));
@@ -233,22 +226,16 @@ fn registry(clock: &Arc<dyn Clock>, agent_calls: &Calls, direct_calls: &Calls) -
     r
 }
 
-/// A runner named `name` that records its call, takes `ms` milliseconds and does the work.
+/// A runner named `name` that records `name: work`, takes `ms` milliseconds and does the work.
 fn worker(
     clock: &Arc<dyn Clock>,
     calls: &Calls,
     name: &'static str,
     ms: u64,
 ) -> impl milestone_agents::AgentRunner + 'static {
-    let (clock, calls) = (Arc::clone(clock), Arc::clone(calls));
-    FnAgent::new(name, move |req: AgentRequest, _ctx| {
-        record(&calls, format!("{name}: {}", req.work));
-        let sleep = clock.sleep(ms);
-        async move {
-            sleep.await;
-            output(&req, name)
-        }
-    })
+    let calls = Arc::clone(calls);
+    let on_call = move |req: &AgentRequest| record(&calls, format!("{name}: {}", req.work));
+    support::worker(clock, name, ms, on_call, output)
 }
 
 /// What a run produces: a phase names its expected outputs (its quality gate checks them); a

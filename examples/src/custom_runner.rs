@@ -31,7 +31,7 @@ use futures::executor::block_on;
 use futures::future::{Either, select};
 use milestone_agents::orchestrator::{ModePolicy, Notice};
 use milestone_agents::{
-    AgentContext, AgentError, AgentOutput, AgentRequest, AgentRunner, Clock, CommandAgent, FnAgent,
+    AgentContext, AgentError, AgentOutput, AgentRequest, AgentRunner, Clock, CommandAgent,
     Orchestrator, PlanSpec, Registry, Report, SystemClock,
 };
 use milestone_core::complexity::ExecutionMode;
@@ -193,18 +193,8 @@ pub(crate) fn analysis_data(role: &Role) -> serde_json::Value {
 
 /// Binds in-process runners for the four planning analyses.
 pub(crate) fn bind_planning(registry: &mut Registry) {
-    for role in [
-        Role::Scope,
-        Role::Estimation,
-        Role::Risk,
-        Role::KiroStrategy,
-    ] {
-        registry.bind_direct(
-            role,
-            FnAgent::sync("analyst", |req: AgentRequest| {
-                Ok(AgentOutput::new("analysed").with_data(analysis_data(&req.role)))
-            }),
-        );
+    for role in support::PLANNING_ROLES {
+        registry.bind_direct(role, support::analyst(analysis_data));
     }
 }
 

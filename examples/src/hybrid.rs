@@ -28,8 +28,8 @@ use std::sync::{Arc, Mutex};
 use futures::executor::block_on;
 use milestone_agents::orchestrator::{ModePolicy, Report};
 use milestone_agents::{
-    AgentError, AgentOutput, AgentRequest, AgentRunner, Clock, FnAgent, Orchestrator, PlanSpec,
-    Registry, SystemClock, role_name,
+    AgentError, AgentOutput, AgentRequest, AgentRunner, Clock, Orchestrator, PlanSpec, Registry,
+    SystemClock, role_name,
 };
 use milestone_core::complexity::{self, Complexity, ComplexityInput};
 use milestone_core::engine::{Role, Work};
@@ -38,7 +38,9 @@ use milestone_git::{CliGit, RefName};
 use milestone_state::StateStore;
 use milestone_state::file::FileStore;
 
-use crate::support::{self, branch_log, complexity_name, mode_name, say_branch_log};
+use crate::support::{
+    self, PLANNING_ROLES, analyst, branch_log, complexity_name, mode_name, say_branch_log,
+};
 use crate::{Out, say};
 
 /// What the example did, for callers (and the example's test) to check.
@@ -169,18 +171,8 @@ fn runners_of(calls: &[(String, String)], pick: impl Fn(&str) -> bool) -> Vec<St
 /// a direct runner, each recording its calls and taking a little real time.
 fn registry(clock: &Arc<dyn Clock>, calls: &Calls) -> Registry {
     let mut r = Registry::new();
-    for role in [
-        Role::Scope,
-        Role::Estimation,
-        Role::Risk,
-        Role::KiroStrategy,
-    ] {
-        r.bind_direct(
-            role,
-            FnAgent::sync("analyst", |req| {
-                Ok(AgentOutput::new("analysed").with_data(analysis(&req.role)))
-            }),
-        );
+    for role in PLANNING_ROLES {
+        r.bind_direct(role, analyst(analysis));
     }
     r.bind_any_phase(worker(clock, calls, "phase-agent", 20));
     r.bind_direct_any_phase(worker(clock, calls, "phase-direct", 5));
@@ -189,24 +181,20 @@ fn registry(clock: &Arc<dyn Clock>, calls: &Calls) -> Registry {
     r
 }
 
-/// A runner named `name` that records its call, takes `ms` milliseconds and does the work.
+/// A runner named `name` that records `(name, work)`, takes `ms` milliseconds and does the work.
 fn worker(
     clock: &Arc<dyn Clock>,
     calls: &Calls,
     name: &'static str,
     ms: u64,
 ) -> impl AgentRunner + 'static {
-    let (clock, calls) = (Arc::clone(clock), Arc::clone(calls));
-    FnAgent::new(name, move |req: AgentRequest, _ctx| {
+    let calls = Arc::clone(calls);
+    let on_call = move |req: &AgentRequest| {
         if let Ok(mut c) = calls.lock() {
             c.push((name.to_owned(), req.work.to_string()));
         }
-        let sleep = clock.sleep(ms);
-        async move {
-            sleep.await;
-            output(&req, name)
-        }
-    })
+    };
+    support::worker(clock, name, ms, on_call, output)
 }
 
 /// What a run produces: a phase names its expected outputs (its quality gate checks them); a

@@ -29,7 +29,8 @@ use milestone_git::{InMemoryGit, RefName};
 use milestone_state::{InMemory, StateStore};
 
 use crate::support::{
-    self, Calls, branch_log, complexity_name, mode_name, phase_of, record, say_branch_log, take,
+    self, Calls, PLANNING_ROLES, analyst, branch_log, complexity_name, mode_name, phase_of, record,
+    say_branch_log, take,
 };
 use crate::{Out, say};
 
@@ -137,18 +138,8 @@ pub fn run(out: Out) -> Result<Summary, Box<dyn Error>> {
 /// for every phase and for tasks, each recording its calls.
 fn registry(agent_calls: &Calls, direct_calls: &Calls) -> Registry {
     let mut r = Registry::new();
-    for role in [
-        Role::Scope,
-        Role::Estimation,
-        Role::Risk,
-        Role::KiroStrategy,
-    ] {
-        r.bind_direct(
-            role,
-            FnAgent::sync("analyst", |req| {
-                Ok(AgentOutput::new("analysed").with_data(analysis(&req.role)))
-            }),
-        );
+    for role in PLANNING_ROLES {
+        r.bind_direct(role, analyst(analysis));
     }
     let (a, d) = (Arc::clone(agent_calls), Arc::clone(direct_calls));
     r.bind_any_phase(FnAgent::sync("phase-agent", move |req| {

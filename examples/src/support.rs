@@ -1,7 +1,8 @@
 //! What the examples share: where they write their report ([`Out`], [`say`], [`say!`]), the
 //! starting repository ([`git_config`], [`init_repo`], [`initial_commit`]), the phase results
 //! their stand-in agents return ([`phase_output`]), the one-line log of the milestone branch
-//! ([`branch_log`]) and the names they print for modes and complexities.
+//! ([`branch_log`]), the stand-in runners ([`analyst`], [`worker`]) with their call records
+//! ([`Calls`]), and the names they print for modes and complexities.
 //!
 //! Each example is meant to be read on its own, but these pieces are the same in all of them;
 //! keeping one copy here means a fix reaches every example and each example's file shows only
@@ -13,9 +14,9 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use milestone_agents::{AgentError, AgentOutput};
+use milestone_agents::{AgentError, AgentOutput, AgentRequest, AgentRunner, Clock, FnAgent};
 use milestone_core::complexity::{Complexity, ExecutionMode, Recommendation};
-use milestone_core::engine::Work;
+use milestone_core::engine::{Role, Work};
 use milestone_core::{Artifact, ArtifactBody, ItemRef, MilestoneState, PhaseId, Workflow};
 use milestone_git::{
     CliGit, CliGitConfig, CommitRequest, GitBackend, Identity, LogRange, RefName, RepoPath,
@@ -129,7 +130,7 @@ pub fn say_branch_log(out: &Out, branch: &str, lines: &[String]) -> io::Result<(
 /// artifact (`"<output> for <title>"`), which is what the phase's quality gate checks.
 ///
 /// ```
-/// use milestone_core::engine::Work;
+/// use milestone_core::engine::{Role, Work};
 /// use milestone_core::{ItemRef, PhaseId, Workflow};
 /// use milestone_examples::support::phase_output;
 ///
@@ -255,4 +256,40 @@ pub fn take(calls: &Calls) -> Vec<String> {
         .lock()
         .map(|mut c| std::mem::take(&mut *c))
         .unwrap_or_default()
+}
+
+/// The four planning analyses, in the order the examples bind them.
+pub const PLANNING_ROLES: [Role; 4] = [
+    Role::Scope,
+    Role::Estimation,
+    Role::Risk,
+    Role::KiroStrategy,
+];
+
+/// An in-process planning analyst named `analyst`: its result's data is `analysis` of the
+/// role it is asked to run (bind it under each of [`PLANNING_ROLES`]).
+pub fn analyst(analysis: fn(&Role) -> serde_json::Value) -> impl AgentRunner + 'static {
+    FnAgent::sync("analyst", move |req: AgentRequest| {
+        Ok(AgentOutput::new("analysed").with_data(analysis(&req.role)))
+    })
+}
+
+/// A stand-in runner named `name`: each call is first shown to `on_call` (the examples record
+/// who ran what), then takes `ms` milliseconds on `clock` and returns `output(request, name)`.
+pub fn worker(
+    clock: &Arc<dyn Clock>,
+    name: &'static str,
+    ms: u64,
+    on_call: impl Fn(&AgentRequest) + Send + Sync + 'static,
+    output: fn(&AgentRequest, &str) -> Result<AgentOutput, AgentError>,
+) -> impl AgentRunner + 'static {
+    let clock = Arc::clone(clock);
+    FnAgent::new(name, move |req: AgentRequest, _ctx| {
+        on_call(&req);
+        let sleep = clock.sleep(ms);
+        async move {
+            sleep.await;
+            output(&req, name)
+        }
+    })
 }
