@@ -7,15 +7,16 @@
 //!
 //! **How the choice is made.** The orchestrator chooses one execution mode per milestone and
 //! applies it per role. Under [`ModePolicy::Auto`] a plan assessed **medium**
-//! ([`complexity::assess`]: here 12 tasks and 30 files — more than 10 tasks or 20 files, but
-//! not more than 20 tasks or 50 files) with agents available gives
-//! [`ExecutionMode::Hybrid`] ([`complexity::decide`]). In hybrid mode every phase *except the
-//! workflow's task phase* (KIRO's `execute`, whose work is its tasks) prefers its **direct**
-//! runner, and the task phase's tasks run on their **agents**. So with the KIRO workflow:
-//! `design`, `spec` and `task` run in-process, and the twelve tasks of `execute` run on
-//! agents, independent ones side by side. Hybrid is not a per-phase table: to run a particular
-//! phase another way, bind only the runner you want for it (a phase with no direct runner falls
-//! back to its agent) or force a mode with `ModePolicy::Fixed(ExecutionMode::Hybrid)`.
+//! ([`complexity::assess`]: here 12 tasks and 30 files — more than 10 tasks or 20 files, but not
+//! more than 20 tasks or 50 files) with agents available gives
+//! [`ExecutionMode::Hybrid`](milestone_core::complexity::ExecutionMode::Hybrid)
+//! ([`complexity::decide`]). In hybrid mode every phase *except the workflow's task phase* (KIRO's
+//! `execute`, whose work is its tasks) prefers its **direct** runner, and the task phase's tasks
+//! run on their **agents**. So with the KIRO workflow: `design`, `spec` and `task` run in-process,
+//! and the twelve tasks of `execute` run on agents, independent ones side by side. Hybrid is not a
+//! per-phase table: to run a particular phase another way, bind only the runner you want for it (a
+//! phase with no direct runner falls back to its agent) or force a mode with
+//! `ModePolicy::Fixed(ExecutionMode::Hybrid)`.
 //!
 //! Both kinds of runner are bound for every phase and for tasks, and each records its calls, so
 //! the example (and its test) can show which runner ran which phase. The store is a durable

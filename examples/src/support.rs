@@ -1,8 +1,9 @@
-//! What the examples share: where they write their report ([`Out`], [`say`], [`say!`]), the
-//! starting repository ([`git_config`], [`init_repo`], [`initial_commit`]), the phase results
-//! their stand-in agents return ([`phase_output`]), the one-line log of the milestone branch
-//! ([`branch_log`]), the stand-in runners ([`analyst`], [`worker`]) with their call records
-//! ([`Calls`]), and the names they print for modes and complexities.
+//! What the examples share: where they write their report ([`Out`], [`say`],
+//! [`say!`](crate::say!)), the starting repository ([`git_config`], [`init_repo`],
+//! [`initial_commit`]), the phase results their stand-in agents return ([`phase_output`]), the
+//! one-line log of the milestone branch ([`branch_log`]), the stand-in runners ([`analyst`],
+//! [`worker`]) with their call records ([`Calls`]), and the names they print for modes and
+//! complexities.
 //!
 //! Each example is meant to be read on its own, but these pieces are the same in all of them;
 //! keeping one copy here means a fix reaches every example and each example's file shows only
