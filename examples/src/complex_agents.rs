@@ -262,23 +262,21 @@ fn analysis(role: &Role) -> serde_json::Value {
     match role_name(role) {
         "scope" => serde_json::json!({"components": COMPONENTS, "file_count": 60}),
         "estimation" => {
-            let mut tasks = Vec::new();
-            for c in COMPONENTS {
-                tasks.push(serde_json::json!({"id": format!("{c}-extract"),
-                    "title": format!("extract {c}")}));
-                tasks.push(serde_json::json!({"id": format!("{c}-migrate"),
-                    "title": format!("migrate {c}"), "dependencies": [format!("{c}-extract")]}));
-                tasks.push(serde_json::json!({"id": format!("{c}-test"),
-                    "title": format!("test {c}"), "dependencies": [format!("{c}-migrate")]}));
-            }
-            serde_json::json!({
-                "estimates": {"phases": [
-                    {"phase": "design", "effort_ms": 14_400_000},
-                    {"phase": "spec", "effort_ms": 21_600_000},
-                    {"phase": "task", "effort_ms": 7_200_000},
-                    {"phase": "execute", "effort_ms": 57_600_000}],
-                    "buffer_percent": 25, "critical_path": ["design", "spec", "task", "execute"]},
-                "tasks": tasks})
+            let tasks: Vec<serde_json::Value> = COMPONENTS
+                .iter()
+                .flat_map(|c| {
+                    support::chain(&[
+                        (format!("{c}-extract"), format!("extract {c}")),
+                        (format!("{c}-migrate"), format!("migrate {c}")),
+                        (format!("{c}-test"), format!("test {c}")),
+                    ])
+                })
+                .collect();
+            support::estimation(
+                [14_400_000, 21_600_000, 7_200_000, 57_600_000],
+                25,
+                tasks.into(),
+            )
         }
         "risk" => serde_json::json!({"risks": [{
             "description": "existing sessions are invalidated by the new token format",

@@ -170,16 +170,14 @@ printf '{"output":{"summary":"%s written by a shell script","artifacts":[%s],"qu
 pub(crate) fn analysis_data(role: &Role) -> serde_json::Value {
     match milestone_agents::role_name(role) {
         "scope" => serde_json::json!({"components": ["audit log", "api"], "file_count": 4}),
-        "estimation" => serde_json::json!({
-            "estimates": {"phases": [
-                {"phase": "design", "effort_ms": 3_600_000}, {"phase": "spec", "effort_ms": 3_600_000},
-                {"phase": "task", "effort_ms": 1_800_000}, {"phase": "execute", "effort_ms": 7_200_000}],
-                "buffer_percent": 20, "critical_path": ["design", "spec", "task", "execute"]},
-            "tasks": [
+        "estimation" => support::estimation(
+            [3_600_000, 3_600_000, 1_800_000, 7_200_000],
+            20,
+            serde_json::json!([
                 {"id": "schema", "title": "audit table schema"},
                 {"id": "writer", "title": "audit writer", "dependencies": ["schema"]},
-                {"id": "api", "title": "audit query api", "dependencies": ["schema"]}]
-        }),
+                {"id": "api", "title": "audit query api", "dependencies": ["schema"]}]),
+        ),
         "risk" => serde_json::json!({"risks": [{"description": "log volume",
             "probability": "medium", "impact": "medium", "mitigation": "retention policy",
             "contingency": "sample events"}]}),

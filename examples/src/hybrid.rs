@@ -220,25 +220,21 @@ fn analysis(role: &Role) -> serde_json::Value {
     match role_name(role) {
         "scope" => serde_json::json!({"components": AREAS, "file_count": 30}),
         "estimation" => {
-            let mut tasks = Vec::new();
-            for a in AREAS {
-                tasks.push(serde_json::json!({"id": format!("{a}-limit"),
-                    "title": format!("limit {a} requests")}));
-                tasks.push(serde_json::json!({"id": format!("{a}-wire"),
-                    "title": format!("wire the {a} limiter"),
-                    "dependencies": [format!("{a}-limit")]}));
-                tasks.push(serde_json::json!({"id": format!("{a}-test"),
-                    "title": format!("test {a} limits"),
-                    "dependencies": [format!("{a}-wire")]}));
-            }
-            serde_json::json!({
-                "estimates": {"phases": [
-                    {"phase": "design", "effort_ms": 3_600_000},
-                    {"phase": "spec", "effort_ms": 7_200_000},
-                    {"phase": "task", "effort_ms": 1_800_000},
-                    {"phase": "execute", "effort_ms": 28_800_000}],
-                    "buffer_percent": 20, "critical_path": ["design", "spec", "task", "execute"]},
-                "tasks": tasks})
+            let tasks: Vec<serde_json::Value> = AREAS
+                .iter()
+                .flat_map(|a| {
+                    support::chain(&[
+                        (format!("{a}-limit"), format!("limit {a} requests")),
+                        (format!("{a}-wire"), format!("wire the {a} limiter")),
+                        (format!("{a}-test"), format!("test {a} limits")),
+                    ])
+                })
+                .collect();
+            support::estimation(
+                [3_600_000, 7_200_000, 1_800_000, 28_800_000],
+                20,
+                tasks.into(),
+            )
         }
         "risk" => serde_json::json!({"risks": [{
             "description": "limits too low lock out legitimate clients",

@@ -173,16 +173,15 @@ fn analysis(role: &Role) -> serde_json::Value {
     match role_name(role) {
         "scope" => serde_json::json!({
             "components": ["login form", "session check"], "file_count": 4}),
-        "estimation" => serde_json::json!({
-            "estimates": {"phases": [
-                {"phase": "design", "effort_ms": 1_800_000}, {"phase": "spec", "effort_ms": 1_800_000},
-                {"phase": "task", "effort_ms": 900_000}, {"phase": "execute", "effort_ms": 7_200_000}],
-                "buffer_percent": 20, "critical_path": ["design", "spec", "task", "execute"]},
-            "tasks": [
+        "estimation" => support::estimation(
+            [1_800_000, 1_800_000, 900_000, 7_200_000],
+            20,
+            serde_json::json!([
                 {"id": "login-form", "title": "login form"},
                 {"id": "session-check", "title": "session check"},
                 {"id": "login-tests", "title": "login tests",
-                 "dependencies": ["login-form", "session-check"]}]}),
+                 "dependencies": ["login-form", "session-check"]}]),
+        ),
         "risk" => serde_json::json!({"risks": []}),
         _ => serde_json::json!({
             "keep": [{"description": "the user model", "phase": "design"}],

@@ -294,3 +294,58 @@ pub fn worker(
         }
     })
 }
+
+/// An estimation analysis as a planning agent returns it: `effort_ms` for KIRO's design, spec,
+/// task and execute phases (in that order, which is also the critical path), a buffer of
+/// `buffer_percent` and the planned `tasks` (a JSON array of task specs).
+///
+/// ```
+/// use milestone_core::plan::EstimationAnalysis;
+/// use milestone_examples::support::estimation;
+///
+/// let json = estimation([1, 2, 3, 4], 20, serde_json::json!([{"id": "a", "title": "a"}]));
+/// let parsed: EstimationAnalysis = serde_json::from_value(json)?;
+/// assert_eq!(parsed.estimates.phases[3].effort_ms, 4);
+/// assert_eq!(parsed.tasks.len(), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn estimation(
+    effort_ms: [u64; 4],
+    buffer_percent: u32,
+    tasks: serde_json::Value,
+) -> serde_json::Value {
+    let order = ["design", "spec", "task", "execute"];
+    let phases: Vec<serde_json::Value> = order
+        .iter()
+        .zip(effort_ms)
+        .map(|(phase, ms)| serde_json::json!({"phase": phase, "effort_ms": ms}))
+        .collect();
+    serde_json::json!({
+        "estimates": {"phases": phases, "buffer_percent": buffer_percent, "critical_path": order},
+        "tasks": tasks,
+    })
+}
+
+/// Task specs (JSON) for `steps` as `(id, title)` pairs, each depending on the one before it.
+///
+/// ```
+/// use milestone_examples::support::chain;
+///
+/// let tasks = chain(&[("a".into(), "do a".into()), ("b".into(), "do b".into())]);
+/// assert_eq!(tasks[1]["dependencies"], serde_json::json!(["a"]));
+/// assert!(tasks[0].get("dependencies").is_none());
+/// ```
+pub fn chain(steps: &[(String, String)]) -> Vec<serde_json::Value> {
+    let mut previous: Option<&str> = None;
+    steps
+        .iter()
+        .map(|(id, title)| {
+            let mut task = serde_json::json!({"id": id, "title": title});
+            if let Some(p) = previous {
+                task["dependencies"] = serde_json::json!([p]);
+            }
+            previous = Some(id);
+            task
+        })
+        .collect()
+}

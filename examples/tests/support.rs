@@ -199,3 +199,30 @@ fn the_analyst_returns_its_analysis_as_data() {
         assert_eq!(out.data, analysis(&role));
     }
 }
+
+#[test]
+fn estimation_and_chain_build_the_json_the_examples_wrote_by_hand() {
+    let tasks = support::chain(&[
+        ("a-limit".into(), "limit a".into()),
+        ("a-wire".into(), "wire a".into()),
+        ("a-test".into(), "test a".into()),
+    ]);
+    let built = support::estimation(
+        [3_600_000, 7_200_000, 1_800_000, 28_800_000],
+        20,
+        tasks.into(),
+    );
+    let by_hand = serde_json::json!({
+        "estimates": {"phases": [
+            {"phase": "design", "effort_ms": 3_600_000},
+            {"phase": "spec", "effort_ms": 7_200_000},
+            {"phase": "task", "effort_ms": 1_800_000},
+            {"phase": "execute", "effort_ms": 28_800_000}],
+            "buffer_percent": 20, "critical_path": ["design", "spec", "task", "execute"]},
+        "tasks": [
+            {"id": "a-limit", "title": "limit a"},
+            {"id": "a-wire", "title": "wire a", "dependencies": ["a-limit"]},
+            {"id": "a-test", "title": "test a", "dependencies": ["a-wire"]}]});
+    assert_eq!(built, by_hand);
+    assert!(support::chain(&[]).is_empty());
+}
