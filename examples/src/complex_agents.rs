@@ -241,20 +241,11 @@ fn worker(
 /// What a run produces: a phase names its expected outputs (its quality gate checks them); a
 /// task reports that its tests passed.
 fn output(req: &AgentRequest, by: &str) -> Result<AgentOutput, AgentError> {
-    match &req.work {
-        Work::Item(ItemRef::Phase(phase)) => Ok(support::phase_output(
-            &Workflow::kiro(),
-            &req.work,
-            TITLE,
-            format!("{phase} done by {by}"),
-        )),
-        Work::Item(ItemRef::Task(task)) => {
-            Ok(AgentOutput::new(format!("{task} done by {by}")).with_quality("tests-passed", 1.0))
-        }
-        other => Err(AgentError::permanent(format!(
-            "not phase or task work: {other}"
-        ))),
-    }
+    let out = support::done_by(req, TITLE, by)?;
+    Ok(match &req.work {
+        Work::Item(ItemRef::Task(_)) => out.with_quality("tests-passed", 1.0),
+        _ => out,
+    })
 }
 
 /// What each planning analysis finds: 24 tasks over 60 files.

@@ -33,8 +33,8 @@ use milestone_agents::{
     SystemClock, role_name,
 };
 use milestone_core::complexity::{self, Complexity, ComplexityInput};
-use milestone_core::engine::{Role, Work};
-use milestone_core::{ItemRef, MilestoneId, MilestoneState, Workflow};
+use milestone_core::engine::Role;
+use milestone_core::{MilestoneId, MilestoneState, Workflow};
 use milestone_git::{CliGit, RefName};
 use milestone_state::StateStore;
 use milestone_state::file::FileStore;
@@ -201,18 +201,7 @@ fn worker(
 /// What a run produces: a phase names its expected outputs (its quality gate checks them); a
 /// task says who did it.
 fn output(req: &AgentRequest, by: &str) -> Result<AgentOutput, AgentError> {
-    match &req.work {
-        Work::Item(ItemRef::Phase(phase)) => Ok(support::phase_output(
-            &Workflow::kiro(),
-            &req.work,
-            TITLE,
-            format!("{phase} done by {by}"),
-        )),
-        Work::Item(ItemRef::Task(task)) => Ok(AgentOutput::new(format!("{task} done by {by}"))),
-        other => Err(AgentError::permanent(format!(
-            "not phase or task work: {other}"
-        ))),
-    }
+    support::done_by(req, TITLE, by)
 }
 
 /// What each planning analysis finds: 12 tasks over 30 files — medium.

@@ -349,3 +349,24 @@ pub fn chain(steps: &[(String, String)]) -> Vec<serde_json::Value> {
         })
         .collect()
 }
+
+/// What a stand-in phase or task runner named `by` returns for `req` on a KIRO milestone titled
+/// `title`: for a phase, [`phase_output`] summarised `"<phase> done by <by>"`; for a task,
+/// `"<task> done by <by>"`.
+///
+/// # Errors
+/// A permanent [`AgentError`] for work that is neither a phase nor a task.
+pub fn done_by(req: &AgentRequest, title: &str, by: &str) -> Result<AgentOutput, AgentError> {
+    match &req.work {
+        Work::Item(ItemRef::Phase(phase)) => Ok(phase_output(
+            &Workflow::kiro(),
+            &req.work,
+            title,
+            format!("{phase} done by {by}"),
+        )),
+        Work::Item(ItemRef::Task(task)) => Ok(AgentOutput::new(format!("{task} done by {by}"))),
+        other => Err(AgentError::permanent(format!(
+            "not phase or task work: {other}"
+        ))),
+    }
+}

@@ -226,3 +226,25 @@ fn estimation_and_chain_build_the_json_the_examples_wrote_by_hand() {
     assert_eq!(built, by_hand);
     assert!(support::chain(&[]).is_empty());
 }
+
+#[test]
+fn done_by_says_who_did_a_phase_or_a_task_and_refuses_other_work() {
+    fn check(work: Work, expected: Option<(&str, usize)>) {
+        let req = AgentRequest::new(MilestoneId::new("m").unwrap(), Role::Task, work.clone());
+        match (support::done_by(&req, "T", "w"), expected) {
+            (Ok(out), Some((summary, artifacts))) => {
+                assert_eq!(out.summary, summary, "{work}");
+                assert_eq!(out.artifacts.len(), artifacts, "{work}");
+            }
+            (Err(e), None) => assert!(e.to_string().contains("not phase or task"), "{e}"),
+            (got, want) => panic!("{work}: got {got:?}, want {want:?}"),
+        }
+    }
+    check(phase("design"), Some(("design done by w", 3)));
+    check(phase("execute"), Some(("execute done by w", 3)));
+    check(task("t1"), Some(("t1 done by w", 0)));
+    check(
+        Work::Planning(milestone_core::engine::Analysis::Scope),
+        None,
+    );
+}
