@@ -195,18 +195,24 @@ fn median_ns(group: &str, function: &str, n: u32) -> Option<f64> {
     })
 }
 
-/// Prints each function's 100k/10k median ratio (per task, the sizes being 10x apart: a
-/// ratio of 10 is linear, 15 is the 1.5x-per-task bound).
-fn print_ratios(group: &str, functions: &[&str]) {
+/// Prints each function's 100k/10k median ratio. With `whole` the benchmark handles the
+/// whole milestone, so the per-task ratio is the ratio over 10 (the sizes are 10x apart: 1.0
+/// is linear, 1.5 the design's bound); otherwise it times one transition and the ratio is
+/// already per task.
+fn print_ratios(group: &str, functions: &[&str], whole: bool) {
     for f in functions {
         match (median_ns(group, f, SIZES[0]), median_ns(group, f, SIZES[1])) {
             (Some(small), Some(large)) => eprintln!(
-                "{group}/{f}: median 10k {:.3} ms, 100k {:.3} ms, ratio 100k/10k {:.2} \
-                 (per task {:.2}x)",
-                small / 1e6,
-                large / 1e6,
+                "{group}/{f}: median 10k {:.1} us, 100k {:.1} us, ratio 100k/10k {:.2}, \
+                 per task {:.2}x",
+                small / 1e3,
+                large / 1e3,
                 large / small,
-                large / small / f64::from(SIZES[1] / SIZES[0]),
+                if whole {
+                    large / small / f64::from(SIZES[1] / SIZES[0])
+                } else {
+                    large / small
+                },
             ),
             _ => eprintln!("{group}/{f}: medians not found under target/criterion"),
         }
@@ -238,7 +244,7 @@ fn validate_build(c: &mut Criterion) {
         });
     }
     g.finish();
-    print_ratios(group, &["validate_and_build", "work_graph_new"]);
+    print_ratios(group, &["validate_and_build", "work_graph_new"], true);
 }
 
 fn resume(c: &mut Criterion) {
@@ -281,7 +287,7 @@ fn resume(c: &mut Criterion) {
         });
     }
     g.finish();
-    print_ratios(group, &["engine_resume", "file_store_load"]);
+    print_ratios(group, &["engine_resume", "file_store_load"], true);
 }
 
 /// Resident set size in bytes (Linux; 0 elsewhere). Pages are taken as 4 KiB.
@@ -300,15 +306,21 @@ fn memory(_: &mut Criterion) {
     let after_state = rss();
     let engine = Engine::resume(&log, EngineConfig::default()).expect("resume");
     let after_engine = rss();
+    // For comparison: an engine built from (a copy of) the state, without the log's
+    // checkpoint states.
+    let built = Engine::new(state.clone(), EngineConfig::default()).expect("engine");
+    let after_built = rss();
     let per_task = |bytes: usize| bytes / n as usize;
     eprintln!(
         "memory, w3-layered {n} tasks, half done ({} events): RSS growth per task: \
-         execution MilestoneState {} B, Engine resumed on the log {} B (target <= 1024 B)",
+         execution MilestoneState {} B, Engine::resume on the log {} B, Engine::new on a \
+         state clone {} B (target <= 1024 B)",
         log.len(),
         per_task(after_state.saturating_sub(before_state)),
         per_task(after_engine.saturating_sub(after_state)),
+        per_task(after_built.saturating_sub(after_engine)),
     );
-    black_box((state, engine, log));
+    black_box((state, engine, built, log));
 }
 
 /// Pending tasks of the milestone `log` folds into, last first (so `pop` takes them in order).
@@ -421,7 +433,7 @@ fn persist(c: &mut Criterion) {
         });
     }
     g.finish();
-    print_ratios(group, &["in_memory", "file_store"]);
+    print_ratios(group, &["in_memory", "file_store"], false);
 }
 
 criterion_group! {
