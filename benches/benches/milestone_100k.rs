@@ -15,12 +15,15 @@
 
 use std::hint::black_box;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 use futures::executor::block_on;
 use milestone_benches::workloads::layered;
-use milestone_core::engine::{Command, Engine, EngineConfig, Input, StartMode, Step, Work};
+use milestone_core::engine::{
+    Command, Engine, EngineConfig, Input, RecoveryConfig, RecoveryStep, StartMode, Step, Work,
+};
 use milestone_core::graph::WorkGraph;
 use milestone_core::plan::{
     Estimates, MilestonePlan, PhaseEstimate, ScopeAnalysis, initial_execution_state,
@@ -174,6 +177,9 @@ fn write_log<S: StateStore>(store: &S, log: &[Event]) -> u64 {
     version
 }
 
+/// When this run started (set by the first group, before it measures anything).
+static STARTED: OnceLock<SystemTime> = OnceLock::new();
+
 /// The median of a benchmark criterion has just measured, in nanoseconds, from its
 /// `estimates.json` (None when the file is not where criterion usually writes it).
 fn median_ns(group: &str, function: &str, n: u32) -> Option<f64> {
@@ -189,6 +195,11 @@ fn median_ns(group: &str, function: &str, n: u32) -> Option<f64> {
             .join(function)
             .join(n.to_string())
             .join("new/estimates.json");
+        // Only a median written by this run (a filtered run leaves older files behind).
+        let written = std::fs::metadata(&path).ok()?.modified().ok()?;
+        if written < *STARTED.get_or_init(SystemTime::now) {
+            return None;
+        }
         let json: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
         json["median"]["point_estimate"].as_f64()
@@ -214,7 +225,7 @@ fn print_ratios(group: &str, functions: &[&str], whole: bool) {
                     large / small
                 },
             ),
-            _ => eprintln!("{group}/{f}: medians not found under target/criterion"),
+            _ => eprintln!("{group}/{f}: no medians of this run under target/criterion"),
         }
     }
 }
@@ -299,6 +310,7 @@ fn rss() -> usize {
 }
 
 fn memory(_: &mut Criterion) {
+    STARTED.get_or_init(SystemTime::now);
     let n = SIZES[1];
     let log = half_done_log(n);
     let before_state = rss();
@@ -310,17 +322,28 @@ fn memory(_: &mut Criterion) {
     // checkpoint states.
     let built = Engine::new(state.clone(), EngineConfig::default()).expect("engine");
     let after_built = rss();
+    // And resumed with a recovery chain that can never roll back (no checkpoint states).
+    let no_rollback = EngineConfig {
+        recovery: RecoveryConfig {
+            order: vec![RecoveryStep::Retry],
+            ..RecoveryConfig::default()
+        },
+        ..EngineConfig::default()
+    };
+    let plain = Engine::resume(&log, no_rollback).expect("resume");
+    let after_plain = rss();
     let per_task = |bytes: usize| bytes / n as usize;
     eprintln!(
         "memory, w3-layered {n} tasks, half done ({} events): RSS growth per task: \
          execution MilestoneState {} B, Engine::resume on the log {} B, Engine::new on a \
-         state clone {} B (target <= 1024 B)",
+         state clone {} B, Engine::resume without rollback {} B (target <= 1024 B)",
         log.len(),
         per_task(after_state.saturating_sub(before_state)),
         per_task(after_engine.saturating_sub(after_state)),
         per_task(after_built.saturating_sub(after_engine)),
+        per_task(after_plain.saturating_sub(after_built)),
     );
-    black_box((state, engine, built, log));
+    black_box((state, engine, built, plain, log));
 }
 
 /// Pending tasks of the milestone `log` folds into, last first (so `pop` takes them in order).
