@@ -404,6 +404,8 @@ impl Engine {
             },
             out,
         )?;
+        // Only the newest checkpoint is ever a rollback target: one copy, never a growing list.
+        self.checkpoints.clear();
         if self.may_roll_back() {
             self.checkpoints.push((label.clone(), self.state.clone()));
         } else {

@@ -205,12 +205,17 @@ impl Engine {
         for e in it {
             state.apply(e).map_err(EngineError::Log)?;
             match e {
+                // Only the newest checkpoint is ever a rollback target: keep one copy.
                 Event::CheckpointRecorded { label, .. } if label != EXECUTION_START && keep => {
+                    checkpoints.clear();
                     checkpoints.push((label.clone(), state.clone()));
                 }
+                // After a rollback (the engine's, or a host restoring an older checkpoint
+                // through its store) the state is the checkpoint's: that is the target now.
                 Event::RolledBack { label, .. } => {
-                    if let Some(k) = checkpoints.iter().rposition(|(l, _)| l == label) {
-                        checkpoints.truncate(k + 1);
+                    checkpoints.clear();
+                    if keep {
+                        checkpoints.push((label.clone(), state.clone()));
                     }
                     mem.retries.clear();
                     mem.degraded.clear();
@@ -660,6 +665,82 @@ mod tests {
         }
         assert_eq!(e.state().status(), crate::state::MilestoneStatus::Completed);
         most
+    }
+
+    #[test]
+    fn only_the_newest_checkpoint_is_kept_and_a_restore_resets_it() {
+        let phases = ["a", "b", "c"]
+            .map(|p| PhaseSpec::new(PhaseId::new(p).unwrap(), p, Weight::new(1).unwrap()));
+        let mut phases = phases.to_vec();
+        phases[2].weight = Weight::new(98).unwrap();
+        phases[1].dependencies = vec![PhaseId::new("a").unwrap()];
+        phases[2].dependencies = vec![PhaseId::new("b").unwrap()];
+        let mut log = vec![
+            Event::Created {
+                at: Timestamp(0),
+                id: MilestoneId::new("m").unwrap(),
+                title: "m".into(),
+                context: String::new(),
+                workflow: Workflow::new(phases, 3).unwrap(),
+                seed: 1,
+            },
+            Event::ExecutionStarted { at: Timestamp(0) },
+        ];
+        let mut e = Engine::resume(&log, EngineConfig::default()).unwrap();
+        let mut step = e
+            .handle(Input::Start(StartMode::Execution), Timestamp(1))
+            .unwrap();
+        log.extend(step.events.iter().cloned());
+        // Finish a and b; c stays running.
+        for _ in 0..2 {
+            let (work, attempt) = started(&step).pop().unwrap();
+            step = e
+                .handle(
+                    Input::Finished {
+                        work,
+                        attempt,
+                        output: ItemOutput::default(),
+                    },
+                    Timestamp(2),
+                )
+                .unwrap();
+            log.extend(step.events.iter().cloned());
+        }
+        let labels: Vec<(String, MilestoneState)> = {
+            let mut state = MilestoneState::from_events(&log[..1]).unwrap();
+            let mut out = Vec::new();
+            for ev in &log[1..] {
+                state.apply(ev).unwrap();
+                if let Event::CheckpointRecorded { label, .. } = ev
+                    && label != EXECUTION_START
+                {
+                    out.push((label.clone(), state.clone()));
+                }
+            }
+            out
+        };
+        assert_eq!(labels.len(), 2, "a checkpoint after a and after b");
+        // Live and resumed engines hold one copy: the newest.
+        assert_eq!(e.checkpoints.len(), 1);
+        assert_eq!(e.checkpoints[0].0, labels[1].0);
+        let resumed = Engine::resume(&log, EngineConfig::default()).unwrap();
+        assert_eq!(resumed.checkpoints.len(), 1);
+        assert_eq!(resumed.checkpoints[0].0, labels[1].0);
+        // A host restores the older checkpoint through its store: that is the target now,
+        // never the newer one the state has left behind.
+        log.push(Event::RolledBack {
+            at: Timestamp(3),
+            label: labels[0].0.clone(),
+            state: Box::new(labels[0].1.clone()),
+        });
+        let resumed = Engine::resume(&log, EngineConfig::default()).unwrap();
+        assert_eq!(resumed.checkpoints.len(), 1);
+        assert_eq!(resumed.checkpoints[0].0, labels[0].0);
+        assert_eq!(
+            resumed.checkpoints[0].1.phases()[1].item.status,
+            crate::state::ItemStatus::Pending,
+            "the target is the state after a, before b"
+        );
     }
 
     #[test]
