@@ -5,49 +5,9 @@
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use milestone_benches::{floor, workloads};
 use milestone_core::engine::{Command, Engine, EngineConfig, Input, StartMode, Step, Work};
-use milestone_core::{
-    Event, ItemOutput, MilestoneId, PhaseId, PhaseSpec, TaskId, TaskSpec, Timestamp, Weight,
-    Workflow,
-};
+use milestone_core::{ItemOutput, Timestamp};
 
 const LIMIT: usize = 64;
-
-/// A milestone in execution mode whose only phase holds the workload's tasks.
-fn log_for(w: &workloads::Workload) -> Vec<Event> {
-    let phase = PhaseSpec::new(
-        PhaseId::new("execute").expect("valid id"),
-        "Execution",
-        Weight::new(100).expect("valid weight"),
-    );
-    let workflow = Workflow::new(vec![phase], 3).expect("valid workflow");
-    let ids: Vec<TaskId> = (0..w.len())
-        .map(|i| TaskId::new(format!("t{i}")).expect("valid id"))
-        .collect();
-    let tasks = w
-        .deps
-        .iter()
-        .enumerate()
-        .map(|(i, deps)| TaskSpec {
-            dependencies: deps.iter().map(|&d| ids[d as usize].clone()).collect(),
-            ..TaskSpec::new(ids[i].clone(), "no-op")
-        })
-        .collect();
-    vec![
-        Event::Created {
-            at: Timestamp(0),
-            id: MilestoneId::new("bench").expect("valid id"),
-            title: "bench".into(),
-            context: String::new(),
-            workflow,
-            seed: 1,
-        },
-        Event::ExecutionStarted { at: Timestamp(0) },
-        Event::TasksAdded {
-            at: Timestamp(0),
-            tasks,
-        },
-    ]
-}
 
 fn config() -> EngineConfig {
     EngineConfig {
@@ -94,7 +54,7 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("engine");
     group.sample_size(10);
     for w in workloads::all() {
-        let log = log_for(&w);
+        let log = w.execution_log().expect("generated workload");
         let graph = floor::Graph::new(&w);
         // Sanity: both run every task.
         let mut e = Engine::resume(&log, config()).expect("resume");

@@ -26,13 +26,12 @@ use milestone_core::engine::{
 };
 use milestone_core::graph::WorkGraph;
 use milestone_core::plan::{
-    Estimates, MilestonePlan, PhaseEstimate, ScopeAnalysis, initial_execution_state,
-    start_execution, validate_plan,
+    MilestonePlan, initial_execution_state, start_execution, validate_plan,
 };
 use milestone_core::state::ItemStatus;
 use milestone_core::{
-    Artifact, ArtifactBody, Event, ItemOutput, ItemRef, KiroItem, KiroStrategy, MilestoneId,
-    MilestoneState, PhaseId, TaskId, TaskSpec, Timestamp, Workflow,
+    Artifact, ArtifactBody, Event, ItemOutput, ItemRef, MilestoneId, MilestoneState, TaskId,
+    TaskSpec, Timestamp, Workflow,
 };
 use milestone_state::{FileStore, FileStoreOptions, InMemory, StateStore};
 
@@ -46,29 +45,7 @@ fn tasks(n: u32) -> Vec<TaskSpec> {
 
 /// A plan holding `n` W3 tasks, with every section filled so that it is valid for KIRO.
 fn plan(n: u32) -> MilestonePlan {
-    let wf = Workflow::kiro();
-    let design = PhaseId::new("design").expect("valid id");
-    MilestonePlan {
-        scope: Some(ScopeAnalysis::default()),
-        estimates: Some(Estimates {
-            phases: wf
-                .phases()
-                .iter()
-                .map(|p| PhaseEstimate {
-                    phase: p.id.clone(),
-                    effort_ms: 1,
-                })
-                .collect(),
-            buffer_percent: 10,
-            critical_path: vec![design.clone()],
-        }),
-        risks: Some(Vec::new()),
-        kiro: Some(KiroStrategy {
-            keep: vec![KiroItem::new("x", design)],
-            ..KiroStrategy::default()
-        }),
-        tasks: tasks(n),
-    }
+    milestone_benches::workloads::kiro_plan(tasks(n))
 }
 
 /// `Created` + `PlanRecorded`: a milestone in planning mode with its plan recorded.

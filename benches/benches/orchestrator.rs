@@ -12,53 +12,13 @@ use milestone_agents::orchestrator::{ModePolicy, Orchestrator};
 use milestone_agents::{AgentOutput, FnAgent, Registry};
 use milestone_benches::{floor, workloads};
 use milestone_core::engine::{EngineConfig, Role};
-use milestone_core::{
-    Event, ExecutionMode, MilestoneId, MilestoneStatus, PhaseId, PhaseSpec, TaskId, TaskSpec,
-    Timestamp, Weight, Workflow,
-};
+use milestone_core::{Event, ExecutionMode, MilestoneId, MilestoneStatus, Timestamp};
 use milestone_state::{FileStore, InMemory, StateStore};
 
 const LIMIT: usize = 64;
 
 fn id() -> MilestoneId {
     MilestoneId::new("bench").expect("valid id")
-}
-
-/// A milestone in execution mode whose only phase holds the workload's tasks.
-fn log_for(w: &workloads::Workload) -> Vec<Event> {
-    let phase = PhaseSpec::new(
-        PhaseId::new("execute").expect("valid id"),
-        "Execution",
-        Weight::new(100).expect("valid weight"),
-    );
-    let workflow = Workflow::new(vec![phase], 3).expect("valid workflow");
-    let ids: Vec<TaskId> = (0..w.len())
-        .map(|i| TaskId::new(format!("t{i}")).expect("valid id"))
-        .collect();
-    let tasks = w
-        .deps
-        .iter()
-        .enumerate()
-        .map(|(i, deps)| TaskSpec {
-            dependencies: deps.iter().map(|&d| ids[d as usize].clone()).collect(),
-            ..TaskSpec::new(ids[i].clone(), "no-op")
-        })
-        .collect();
-    vec![
-        Event::Created {
-            at: Timestamp(0),
-            id: id(),
-            title: "bench".into(),
-            context: String::new(),
-            workflow,
-            seed: 1,
-        },
-        Event::ExecutionStarted { at: Timestamp(0) },
-        Event::TasksAdded {
-            at: Timestamp(0),
-            tasks,
-        },
-    ]
 }
 
 fn noop_registry() -> Registry {
@@ -107,7 +67,7 @@ fn in_memory(c: &mut Criterion) {
     let mut group = c.benchmark_group("orchestrator/in-memory");
     group.sample_size(10);
     for w in workloads::all() {
-        let log = log_for(&w);
+        let log = w.execution_log().expect("generated workload");
         let graph = floor::Graph::new(&w);
         let setup = || {
             let store = Arc::new(InMemory::new());
@@ -133,10 +93,9 @@ fn file_store(c: &mut Criterion) {
 
     // The baseline: one durable append of one event.
     let base = FileStore::open(dir.path().join("base")).expect("store");
-    let log = log_for(&workloads::Workload {
-        name: "one",
-        deps: vec![vec![]],
-    });
+    let log = workloads::independent(1)
+        .execution_log()
+        .expect("generated workload");
     block_on(fill(&base, &log));
     let mut version = 3;
     group.throughput(Throughput::Elements(1));
@@ -181,7 +140,7 @@ fn file_store(c: &mut Criterion) {
     ];
     let mut n = 0u32;
     for (name, snapshots, w) in cases {
-        let log = log_for(&w);
+        let log = w.execution_log().expect("generated workload");
         let mut setup = || {
             n += 1;
             let store = Arc::new(FileStore::open(dir.path().join(format!("s{n}"))).expect("store"));

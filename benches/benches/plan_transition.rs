@@ -6,62 +6,25 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use milestone_benches::workloads;
 use milestone_core::plan::{
-    Estimates, MilestonePlan, PhaseEstimate, ScopeAnalysis, initial_execution_state,
-    start_execution, validate_plan,
+    MilestonePlan, initial_execution_state, start_execution, validate_plan,
 };
-use milestone_core::{
-    Event, KiroItem, KiroStrategy, MilestoneId, MilestoneState, PhaseId, TaskId, TaskSpec,
-    Timestamp, Workflow,
-};
+use milestone_core::{Event, MilestoneId, MilestoneState, TaskSpec, Timestamp, Workflow};
 
-/// Layers of 200 tasks, each depending on 3 tasks of the layer before (the W3 shape), listed
-/// last layer first so that the transition has to reorder every task.
+/// The W3 shape (layers of 200 tasks, each depending on 3 of the layer before), listed last
+/// layer first so that the transition has to reorder every task.
 fn layered_tasks(n: usize) -> Vec<TaskSpec> {
-    const WIDTH: usize = 200;
-    let mut tasks: Vec<TaskSpec> = (0..n)
-        .map(|i| {
-            let mut t = TaskSpec::new(TaskId::new(format!("t{i}")).expect("valid id"), "task");
-            if i >= WIDTH {
-                let layer_start = (i / WIDTH - 1) * WIDTH;
-                t.dependencies = (0..3)
-                    .map(|k| {
-                        let d = layer_start + (i * 7 + k * 61) % WIDTH;
-                        TaskId::new(format!("t{d}")).expect("valid id")
-                    })
-                    .collect();
-            }
-            t
-        })
-        .collect();
+    let n = u32::try_from(n).expect("bench sizes fit in u32");
+    let mut tasks = workloads::layered(n)
+        .task_specs()
+        .expect("generated ids are valid");
     tasks.reverse();
     tasks
 }
 
 fn plan(n: usize) -> MilestonePlan {
-    let wf = Workflow::kiro();
-    let design = PhaseId::new("design").expect("valid id");
-    MilestonePlan {
-        scope: Some(ScopeAnalysis::default()),
-        estimates: Some(Estimates {
-            phases: wf
-                .phases()
-                .iter()
-                .map(|p| PhaseEstimate {
-                    phase: p.id.clone(),
-                    effort_ms: 1,
-                })
-                .collect(),
-            buffer_percent: 10,
-            critical_path: vec![design.clone()],
-        }),
-        risks: Some(Vec::new()),
-        kiro: Some(KiroStrategy {
-            keep: vec![KiroItem::new("x", design)],
-            ..KiroStrategy::default()
-        }),
-        tasks: layered_tasks(n),
-    }
+    workloads::kiro_plan(layered_tasks(n))
 }
 
 fn planning_state(plan: MilestonePlan) -> MilestoneState {

@@ -11,7 +11,11 @@
 //! assert!(w3.deps[200..].iter().all(|d| d.len() == 3));
 //! ```
 
-use milestone_core::{IdError, TaskId, TaskSpec};
+use milestone_core::kiro::{KiroItem, KiroStrategy};
+use milestone_core::plan::{Estimates, MilestonePlan, PhaseEstimate, ScopeAnalysis};
+use milestone_core::{
+    Event, IdError, MilestoneId, PhaseId, PhaseSpec, TaskId, TaskSpec, Timestamp, Weight, Workflow,
+};
 
 /// A task graph: task `i` depends on the tasks `deps[i]`, all of which come before it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +57,36 @@ impl Workload {
                 t
             })
             .collect())
+    }
+
+    /// The log of a milestone `bench` already in execution mode whose one phase, `execute`
+    /// (weight 100), holds this workload's tasks: what an engine or orchestrator bench resumes
+    /// from.
+    ///
+    /// # Errors
+    /// Never for these generated ids and this fixed workflow; the `Result` keeps that visible.
+    pub fn execution_log(&self) -> Result<Vec<Event>, Box<dyn std::error::Error>> {
+        let phase = PhaseSpec::new(
+            PhaseId::new("execute")?,
+            "Execution",
+            Weight::new(100).ok_or("weight over 100")?,
+        );
+        let workflow = Workflow::new(vec![phase], 3)?;
+        Ok(vec![
+            Event::Created {
+                at: Timestamp(0),
+                id: MilestoneId::new("bench")?,
+                title: "bench".into(),
+                context: String::new(),
+                workflow,
+                seed: 1,
+            },
+            Event::ExecutionStarted { at: Timestamp(0) },
+            Event::TasksAdded {
+                at: Timestamp(0),
+                tasks: self.task_specs()?,
+            },
+        ])
     }
 
     /// How many dependency edges it has.
@@ -98,6 +132,34 @@ pub fn layered(n: u32) -> Workload {
     Workload { name: "W3", deps }
 }
 
+/// A plan valid for [`Workflow::kiro`] around `tasks`: every section present, one estimate
+/// per phase, one KIRO item — what the plan and transition benches validate and build.
+pub fn kiro_plan(tasks: Vec<TaskSpec>) -> MilestonePlan {
+    let wf = Workflow::kiro();
+    let first = wf.phases()[0].id.clone();
+    MilestonePlan {
+        scope: Some(ScopeAnalysis::default()),
+        estimates: Some(Estimates {
+            phases: wf
+                .phases()
+                .iter()
+                .map(|p| PhaseEstimate {
+                    phase: p.id.clone(),
+                    effort_ms: 1,
+                })
+                .collect(),
+            buffer_percent: 10,
+            critical_path: vec![first.clone()],
+        }),
+        risks: Some(Vec::new()),
+        kiro: Some(KiroStrategy {
+            keep: vec![KiroItem::new("x", first)],
+            ..KiroStrategy::default()
+        }),
+        tasks,
+    }
+}
+
 /// W1: 10,000 independent tasks.
 pub fn w1() -> Workload {
     independent(10_000)
@@ -121,6 +183,17 @@ pub fn all() -> [Workload; 3] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shared_plan_is_valid_and_the_log_folds() {
+        let w = layered(450);
+        let plan = kiro_plan(w.task_specs().unwrap());
+        milestone_core::plan::validate_plan(&plan, &Workflow::kiro()).unwrap();
+        let log = w.execution_log().unwrap();
+        let state = milestone_core::MilestoneState::from_events(&log).unwrap();
+        assert_eq!(state.tasks().len(), 450);
+        assert_eq!(state.mode(), milestone_core::Mode::Execution);
+    }
 
     #[test]
     fn shapes_match_the_design() {
