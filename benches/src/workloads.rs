@@ -61,7 +61,8 @@ impl Workload {
 
     /// The log of a milestone `bench` already in execution mode whose one phase, `execute`
     /// (weight 100), holds this workload's tasks: what an engine or orchestrator bench resumes
-    /// from.
+    /// from. The tasks carry no estimates: the workloads are bare graphs, as the floor sees
+    /// them, so every ready task ranks the same.
     ///
     /// # Errors
     /// Never for these generated ids and this fixed workflow; the `Result` keeps that visible.
@@ -84,7 +85,14 @@ impl Workload {
             Event::ExecutionStarted { at: Timestamp(0) },
             Event::TasksAdded {
                 at: Timestamp(0),
-                tasks: self.task_specs()?,
+                tasks: self
+                    .task_specs()?
+                    .into_iter()
+                    .map(|t| TaskSpec {
+                        estimate_ms: None,
+                        ..t
+                    })
+                    .collect(),
             },
         ])
     }
