@@ -127,20 +127,27 @@ where
     let deadline = request.deadline;
     let work = request.work.clone();
     let token = ctx.cancel_token().clone();
-    match with_timeout(clock, deadline, runner.run(request, ctx)).await {
-        Ok(Err(AgentError::TimedOut { message })) => {
-            // The runner measured the deadline itself; whatever it left running stops too.
-            token.cancel();
-            Err(AgentError::TimedOut { message })
-        }
-        Ok(result) => result,
-        Err(_) => {
-            token.cancel();
-            Err(AgentError::timed_out(format!(
-                "{work} ({}) ran past its deadline at {} ms",
-                runner.name(),
-                deadline.as_millis()
-            )))
-        }
+    let mut run = runner.run(request, ctx);
+    // Poll once before arming a timer: in-process runners usually finish at once and then
+    // cost no timer at all.
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(run.as_mut().poll(cx))).await;
+    let result = match first {
+        std::task::Poll::Ready(result) => result,
+        std::task::Poll::Pending => match with_timeout(clock, deadline, run).await {
+            Ok(result) => result,
+            Err(_) => {
+                token.cancel();
+                return Err(AgentError::timed_out(format!(
+                    "{work} ({}) ran past its deadline at {} ms",
+                    runner.name(),
+                    deadline.as_millis()
+                )));
+            }
+        },
+    };
+    if matches!(result, Err(AgentError::TimedOut { .. })) {
+        // The runner measured the deadline itself; whatever it left running stops too.
+        token.cancel();
     }
+    result
 }

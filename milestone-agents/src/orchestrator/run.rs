@@ -219,7 +219,7 @@ async fn run_one(
             cache,
         },
         Ok((runner, via)) => {
-            let result = run_within_deadline(&*runner, request, ctx, &*inner.clock).await;
+            let result = run_with_deadline(&*runner, request, ctx, &*inner.clock).await;
             let (input, quality) = result_input(work, attempt, result);
             RunDone {
                 input,
@@ -230,41 +230,6 @@ async fn run_one(
             }
         }
     }
-}
-
-/// [`run_with_deadline`], with the deadline's timer armed only when the runner does not finish
-/// on its first poll (in-process runners usually do, and then cost no timer at all). The run is
-/// polled first either way, as `run_with_deadline` does, so the outcome is the same.
-async fn run_within_deadline(
-    runner: &dyn AgentRunner,
-    request: AgentRequest,
-    ctx: AgentContext,
-    clock: &dyn crate::clock::Clock,
-) -> Result<crate::output::AgentOutput, AgentError> {
-    let deadline = request.deadline;
-    let work = request.work.clone();
-    let token = ctx.cancel_token().clone();
-    let mut fut = runner.run(request, ctx);
-    let first = poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
-    let result = match first {
-        Poll::Ready(result) => result,
-        Poll::Pending => match crate::clock::with_timeout(clock, deadline, fut).await {
-            Ok(result) => result,
-            Err(_) => {
-                token.cancel();
-                return Err(AgentError::timed_out(format!(
-                    "{work} ({}) ran past its deadline at {} ms",
-                    runner.name(),
-                    deadline.as_millis()
-                )));
-            }
-        },
-    };
-    if matches!(result, Err(AgentError::TimedOut { .. })) {
-        // The runner measured the deadline itself; whatever it left running stops too.
-        token.cancel();
-    }
-    result
 }
 
 impl<'a> Drive<'a> {
