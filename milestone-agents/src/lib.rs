@@ -79,7 +79,6 @@ pub mod clock;
 #[cfg(unix)]
 pub mod command;
 pub mod context;
-pub mod dispatch;
 pub mod fn_agent;
 pub mod orchestrator;
 pub mod output;
@@ -92,7 +91,6 @@ pub use clock::{Clock, Elapsed, ManualClock, SystemClock, with_timeout};
 #[cfg(unix)]
 pub use command::CommandAgent;
 pub use context::{AgentContext, CancelToken, Cancelled, ContextHandle, Report, ReportSink};
-pub use dispatch::{Dispatched, dispatch};
 pub use fn_agent::FnAgent;
 pub use orchestrator::{Orchestrator, OrchestratorBuilder, OrchestratorError, PlanSpec};
 pub use output::{AgentError, AgentOutput, result_input};
