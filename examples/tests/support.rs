@@ -244,7 +244,7 @@ fn done_by_says_who_did_a_phase_or_a_task_and_refuses_other_work() {
     check(phase("execute"), Some(("execute done by w", 3)));
     check(task("t1"), Some(("t1 done by w", 0)));
     check(
-        Work::Planning(milestone_core::engine::Analysis::Scope),
+        Work::Planning(milestone_core::engine::AnalysisKind::Scope),
         None,
     );
 }

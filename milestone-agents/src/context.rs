@@ -368,7 +368,7 @@ mod tests {
 
     #[test]
     fn reports_become_engine_inputs_of_their_attempt() {
-        let work = Work::Planning(milestone_core::engine::Analysis::Risk);
+        let work = Work::Planning(milestone_core::engine::AnalysisKind::Risk);
         let p = Progress::from_basis_points(10);
         assert_eq!(
             Report::Progress(p).into_input(work.clone(), 2),

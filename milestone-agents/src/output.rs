@@ -299,7 +299,7 @@ mod tests {
 
     #[test]
     fn results_become_engine_inputs() {
-        let work = Work::Planning(milestone_core::engine::Analysis::Scope);
+        let work = Work::Planning(milestone_core::engine::AnalysisKind::Scope);
         let (input, quality) = result_input(
             work.clone(),
             1,

@@ -1,6 +1,6 @@
 //! What a runner is asked to do: [`AgentRequest`], and its JSON shape (a public protocol).
 
-use milestone_core::engine::{Analysis, IdempotencyKey, Role, StartCommand, Upstream, Work};
+use milestone_core::engine::{AnalysisKind, IdempotencyKey, Role, StartCommand, Upstream, Work};
 use milestone_core::{ItemRef, Limits, MilestoneId, MilestoneState, PhaseId, TaskId, Timestamp};
 use serde::{Deserialize, Serialize};
 
@@ -162,11 +162,11 @@ mod wire {
                 (Some(p), None, None) => Ok(Work::Item(ItemRef::Phase(p))),
                 (None, Some(t), None) => Ok(Work::Item(ItemRef::Task(t))),
                 (None, None, Some(a)) => [
-                    Analysis::Scope,
-                    Analysis::Estimation,
-                    Analysis::Risk,
-                    Analysis::KiroStrategy,
-                    Analysis::Aggregation,
+                    AnalysisKind::Scope,
+                    AnalysisKind::Estimation,
+                    AnalysisKind::Risk,
+                    AnalysisKind::KiroStrategy,
+                    AnalysisKind::Aggregation,
                 ]
                 .into_iter()
                 .find(|x| x.name() == a)
@@ -320,7 +320,7 @@ mod tests {
                 data: json!({"pattern": "mvc"}),
             },
             Upstream {
-                from: Work::Planning(Analysis::Risk),
+                from: Work::Planning(AnalysisKind::Risk),
                 data: json!([1, 2]),
             },
         ];
@@ -368,7 +368,7 @@ mod tests {
             work: task.clone(),
             role: Role::Task,
             input: vec![Upstream {
-                from: Work::Planning(Analysis::Scope),
+                from: Work::Planning(AnalysisKind::Scope),
                 data: json!({"files": 3}),
             }],
             attempt: 4,

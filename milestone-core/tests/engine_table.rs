@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use milestone_core::complexity::Complexity;
 use milestone_core::engine::{
-    AdaptiveInputs, Analysis, Command, Engine, EngineConfig, EngineError, Input, Outcome,
+    AdaptiveInputs, AnalysisKind, Command, Engine, EngineConfig, EngineError, Input, Outcome,
     RecoveryStep, Role, StartMode, Step, Strategy, Work,
 };
 use milestone_core::{
@@ -745,7 +745,7 @@ fn planning_runs_four_analyses_then_the_aggregation() {
         ]
     );
     assert!(step.events.is_empty());
-    for (k, a) in Analysis::PARALLEL.iter().enumerate() {
+    for (k, a) in AnalysisKind::PARALLEL.iter().enumerate() {
         let step = e
             .handle(
                 Input::Finished {
@@ -777,7 +777,7 @@ fn planning_runs_four_analyses_then_the_aggregation() {
     // Not a plan: the aggregation is retried after a backoff, then a plan is recorded.
     let bad = e.handle(
         Input::Finished {
-            work: Work::Planning(Analysis::Aggregation),
+            work: Work::Planning(AnalysisKind::Aggregation),
             attempt: 1,
             output: ItemOutput {
                 data: serde_json::json!({"nonsense": 1}),
@@ -798,7 +798,7 @@ fn planning_runs_four_analyses_then_the_aggregation() {
     let mut e = Engine::resume(&kiro_log(), EngineConfig::default()).unwrap();
     e.handle(Input::Start(StartMode::Planning), Timestamp(1))
         .unwrap();
-    for a in Analysis::PARALLEL {
+    for a in AnalysisKind::PARALLEL {
         e.handle(
             Input::Finished {
                 work: Work::Planning(a),
@@ -812,7 +812,7 @@ fn planning_runs_four_analyses_then_the_aggregation() {
     let step = e
         .handle(
             Input::Finished {
-                work: Work::Planning(Analysis::Aggregation),
+                work: Work::Planning(AnalysisKind::Aggregation),
                 attempt: 1,
                 output: ItemOutput {
                     data: serde_json::json!({"tasks": []}),
@@ -840,7 +840,7 @@ fn planning_failures_retry_then_fail_naming_the_analysis() {
         let step = e
             .handle(
                 Input::Failed {
-                    work: Work::Planning(Analysis::Risk),
+                    work: Work::Planning(AnalysisKind::Risk),
                     attempt,
                     error: ItemError {
                         kind: Transient,
@@ -901,7 +901,7 @@ fn refused_inputs_change_nothing() {
     assert!(matches!(
         e.handle(
             Input::Finished {
-                work: Work::Planning(Analysis::Risk),
+                work: Work::Planning(AnalysisKind::Risk),
                 attempt: 1,
                 output: ItemOutput::default()
             },

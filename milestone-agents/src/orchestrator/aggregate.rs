@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use milestone_core::KiroStrategy;
-use milestone_core::engine::{Analysis, Work};
+use milestone_core::engine::{AnalysisKind, Work};
 use milestone_core::plan::{self, Analyses, EstimationAnalysis, RiskAnalysis, ScopeAnalysis};
 use serde::de::DeserializeOwned;
 
@@ -24,12 +24,12 @@ use crate::runner::AgentRunner;
 /// ```
 /// use milestone_agents::orchestrator::BuiltinAggregator;
 /// use milestone_agents::{AgentContext, AgentRequest, AgentRunner};
-/// use milestone_core::engine::{Analysis, Role, Upstream, Work};
+/// use milestone_core::engine::{AnalysisKind, Role, Upstream, Work};
 /// use milestone_core::{MilestoneId, MilestonePlan};
 ///
 /// let mut request = AgentRequest::new(MilestoneId::new("m")?, Role::Aggregation,
-///     Work::Planning(Analysis::Aggregation));
-/// request.input = vec![Upstream { from: Work::Planning(Analysis::Scope),
+///     Work::Planning(AnalysisKind::Aggregation));
+/// request.input = vec![Upstream { from: Work::Planning(AnalysisKind::Scope),
 ///     data: serde_json::json!({"components": ["b", "a", "a"], "file_count": 3}) }];
 /// let (ctx, _handle) = AgentContext::new();
 /// let out = futures::executor::block_on(BuiltinAggregator.run(request, ctx))?;
@@ -64,16 +64,16 @@ fn record(
         return Ok(());
     }
     match from {
-        Work::Planning(Analysis::Scope) => {
+        Work::Planning(AnalysisKind::Scope) => {
             analyses.scope = section::<ScopeAnalysis>(from, data)?;
         }
-        Work::Planning(Analysis::Estimation) => {
+        Work::Planning(AnalysisKind::Estimation) => {
             analyses.estimation = section::<EstimationAnalysis>(from, data)?;
         }
-        Work::Planning(Analysis::Risk) => {
+        Work::Planning(AnalysisKind::Risk) => {
             analyses.risk = section::<RiskAnalysis>(from, data)?;
         }
-        Work::Planning(Analysis::KiroStrategy) => {
+        Work::Planning(AnalysisKind::KiroStrategy) => {
             analyses.kiro = section::<KiroStrategy>(from, data)?;
         }
         other => {

@@ -13,7 +13,7 @@ use crate::workflow::Limits;
 
 /// The analyses of planning mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Analysis {
+pub enum AnalysisKind {
     /// Scope: components, dependencies, files, complexity, risk factors.
     Scope,
     /// Estimation: effort per phase, buffer, critical path.
@@ -26,54 +26,54 @@ pub enum Analysis {
     Aggregation,
 }
 
-impl Analysis {
+impl AnalysisKind {
     /// The four analyses that run at once, in order.
-    pub const PARALLEL: [Analysis; 4] = [
-        Analysis::Scope,
-        Analysis::Estimation,
-        Analysis::Risk,
-        Analysis::KiroStrategy,
+    pub const PARALLEL: [AnalysisKind; 4] = [
+        AnalysisKind::Scope,
+        AnalysisKind::Estimation,
+        AnalysisKind::Risk,
+        AnalysisKind::KiroStrategy,
     ];
 
     pub(crate) fn index(self) -> usize {
         match self {
-            Analysis::Scope => 0,
-            Analysis::Estimation => 1,
-            Analysis::Risk => 2,
-            Analysis::KiroStrategy => 3,
-            Analysis::Aggregation => 4,
+            AnalysisKind::Scope => 0,
+            AnalysisKind::Estimation => 1,
+            AnalysisKind::Risk => 2,
+            AnalysisKind::KiroStrategy => 3,
+            AnalysisKind::Aggregation => 4,
         }
     }
 
-    pub(crate) fn from_index(i: usize) -> Analysis {
+    pub(crate) fn from_index(i: usize) -> AnalysisKind {
         match i {
-            0 => Analysis::Scope,
-            1 => Analysis::Estimation,
-            2 => Analysis::Risk,
-            3 => Analysis::KiroStrategy,
-            _ => Analysis::Aggregation,
+            0 => AnalysisKind::Scope,
+            1 => AnalysisKind::Estimation,
+            2 => AnalysisKind::Risk,
+            3 => AnalysisKind::KiroStrategy,
+            _ => AnalysisKind::Aggregation,
         }
     }
 
     /// The role that performs it.
     pub fn role(self) -> Role {
         match self {
-            Analysis::Scope => Role::Scope,
-            Analysis::Estimation => Role::Estimation,
-            Analysis::Risk => Role::Risk,
-            Analysis::KiroStrategy => Role::KiroStrategy,
-            Analysis::Aggregation => Role::Aggregation,
+            AnalysisKind::Scope => Role::Scope,
+            AnalysisKind::Estimation => Role::Estimation,
+            AnalysisKind::Risk => Role::Risk,
+            AnalysisKind::KiroStrategy => Role::KiroStrategy,
+            AnalysisKind::Aggregation => Role::Aggregation,
         }
     }
 
     /// The kebab-case name.
     pub fn name(self) -> &'static str {
         match self {
-            Analysis::Scope => "scope",
-            Analysis::Estimation => "estimation",
-            Analysis::Risk => "risk",
-            Analysis::KiroStrategy => "kiro-strategy",
-            Analysis::Aggregation => "aggregation",
+            AnalysisKind::Scope => "scope",
+            AnalysisKind::Estimation => "estimation",
+            AnalysisKind::Risk => "risk",
+            AnalysisKind::KiroStrategy => "kiro-strategy",
+            AnalysisKind::Aggregation => "aggregation",
         }
     }
 }
@@ -84,7 +84,7 @@ pub enum Work {
     /// A phase or a task (execution mode).
     Item(ItemRef),
     /// A planning analysis (planning mode; not recorded in the state until the plan is).
-    Planning(Analysis),
+    Planning(AnalysisKind),
 }
 
 impl fmt::Display for Work {

@@ -99,8 +99,8 @@ pub use config::{
 };
 pub use exec::EXECUTION_START;
 pub use io::{
-    Analysis, CacheKey, Command, EngineError, IdempotencyKey, Input, Outcome, Role, StartCommand,
-    StartMode, Step, Upstream, Work,
+    AnalysisKind, CacheKey, Command, EngineError, IdempotencyKey, Input, Outcome, Role,
+    StartCommand, StartMode, Step, Upstream, Work,
 };
 pub use recovery::backoff_delay_ms;
 

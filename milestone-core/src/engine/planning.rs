@@ -3,7 +3,7 @@
 //! Planning progress lives only in the engine until the plan is recorded
 //! (`plan-recorded`): an engine resumed in planning mode starts the analyses again.
 
-use super::io::Analysis;
+use super::io::AnalysisKind;
 use super::{
     CacheKey, Command, Engine, EngineError, IdempotencyKey, Outcome, StartCommand, Step, Upstream,
     Work, backoff_delay_ms, hash,
@@ -61,7 +61,7 @@ impl Planning {
             .min()
     }
 
-    pub(crate) fn check(&self, a: Analysis, attempt: u32) -> Result<(), EngineError> {
+    pub(crate) fn check(&self, a: AnalysisKind, attempt: u32) -> Result<(), EngineError> {
         match self.slots[a.index()].st {
             SlotState::Running { attempt: x, .. } if x == attempt => Ok(()),
             _ => Err(EngineError::NotRunning {
@@ -77,7 +77,7 @@ impl Planning {
         for (k, s) in self.slots.iter_mut().enumerate() {
             if let SlotState::Running { attempt, .. } = s.st {
                 out.push(Command::Cancel {
-                    work: Work::Planning(Analysis::from_index(k)),
+                    work: Work::Planning(AnalysisKind::from_index(k)),
                     attempt,
                 });
                 s.st = SlotState::Idle;
@@ -110,20 +110,20 @@ impl Engine {
             return Ok(());
         }
         self.planning.started = true;
-        for a in Analysis::PARALLEL {
+        for a in AnalysisKind::PARALLEL {
             self.start_analysis(a, now, out);
         }
         Ok(())
     }
 
-    fn start_analysis(&mut self, a: Analysis, now: u64, out: &mut Step) {
+    fn start_analysis(&mut self, a: AnalysisKind, now: u64, out: &mut Step) {
         let deadline = now.saturating_add(self.config.planning_timeout_ms);
         let slot = &mut self.planning.slots[a.index()];
         slot.attempts += 1;
         let attempt = slot.attempts;
         slot.st = SlotState::Running { attempt, deadline };
-        let input: Vec<Upstream> = if a == Analysis::Aggregation {
-            Analysis::PARALLEL
+        let input: Vec<Upstream> = if a == AnalysisKind::Aggregation {
+            AnalysisKind::PARALLEL
                 .iter()
                 .map(|&x| Upstream {
                     from: Work::Planning(x),
@@ -167,22 +167,22 @@ impl Engine {
 
     pub(super) fn planning_finished(
         &mut self,
-        a: Analysis,
+        a: AnalysisKind,
         attempt: u32,
         output: ItemOutput,
         now: u64,
         out: &mut Step,
     ) -> Result<(), EngineError> {
         self.planning.check(a, attempt)?;
-        if a != Analysis::Aggregation {
+        if a != AnalysisKind::Aggregation {
             let slot = &mut self.planning.slots[a.index()];
             slot.st = SlotState::Done;
             slot.data = Some(output.data);
-            let all = Analysis::PARALLEL
+            let all = AnalysisKind::PARALLEL
                 .iter()
                 .all(|x| self.planning.slots[x.index()].st == SlotState::Done);
             if all {
-                self.start_analysis(Analysis::Aggregation, now, out);
+                self.start_analysis(AnalysisKind::Aggregation, now, out);
             }
             return Ok(());
         }
@@ -211,7 +211,7 @@ impl Engine {
 
     pub(super) fn planning_failed(
         &mut self,
-        a: Analysis,
+        a: AnalysisKind,
         attempt: u32,
         error: ItemError,
         now: u64,
@@ -262,7 +262,7 @@ impl Engine {
             return Ok(());
         }
         for k in 0..self.planning.slots.len() {
-            let a = Analysis::from_index(k);
+            let a = AnalysisKind::from_index(k);
             match self.planning.slots[k].st {
                 SlotState::Running { attempt, deadline } if deadline <= now => {
                     out.commands.push(Command::Cancel {
