@@ -658,7 +658,11 @@ impl MilestoneState {
                 }
                 let rollbacks = self.data.rollbacks + 1;
                 let applied = self.data.events_applied;
+                // A rollback undoes work, not facts about the repository: the commits, branch,
+                // tag and merge recorded since the checkpoint still exist in git.
+                let git = std::mem::take(&mut self.data.git);
                 *self = (**state).clone();
+                self.data.git = git;
                 self.data.rollbacks = rollbacks;
                 self.data.events_applied = applied;
             }

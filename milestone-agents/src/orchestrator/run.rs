@@ -495,14 +495,6 @@ impl<'a> Drive<'a> {
                         self.metrics.timeouts += 1;
                     }
                 }
-                Event::RolledBack { state, .. } => {
-                    self.committed = state
-                        .git()
-                        .commits
-                        .iter()
-                        .map(|c| c.phase.clone())
-                        .collect();
-                }
                 _ => {}
             }
         }
