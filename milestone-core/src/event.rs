@@ -473,6 +473,12 @@ impl MilestoneState {
                 let slot = self.slot(item, hint)?;
                 let st = self.at_slot(slot);
                 check_item_transition(item, st.status, ItemStatus::InProgress)?;
+                if *attempt == u32::MAX {
+                    return Err(refused(
+                        event,
+                        format!("{item}: attempt numbers end before {}", u32::MAX),
+                    ));
+                }
                 if *attempt <= st.attempts {
                     return Err(refused(
                         event,
@@ -550,6 +556,12 @@ impl MilestoneState {
                             "{item} is {}; only a failed or blocked item is retried",
                             st.status
                         ),
+                    ));
+                }
+                if *attempt == u32::MAX {
+                    return Err(refused(
+                        event,
+                        format!("{item}: attempt numbers end before {}", u32::MAX),
                     ));
                 }
                 if *attempt <= st.attempts {

@@ -438,7 +438,7 @@ impl fmt::Display for ProgressReport {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RenderOptions {
-    /// Characters in each bar, between the brackets (at least 1 is drawn).
+    /// Characters in each bar, between the brackets (1 to [`MAX_BAR_WIDTH`] are drawn).
     pub width: usize,
     /// Draw bars with `#` and `.` instead of `█` and `░`, for terminals without Unicode.
     pub ascii: bool,
@@ -486,9 +486,13 @@ fn is_stuck(status: ItemStatus) -> bool {
     matches!(status, ItemStatus::Blocked | ItemStatus::Failed)
 }
 
+/// The widest bar drawn: a larger [`RenderOptions::width`] is drawn at this width, so no
+/// caller-chosen width can overflow or exhaust memory.
+pub const MAX_BAR_WIDTH: usize = 1_000;
+
 /// `[████░░░░]`: the filled share rounds down, so a bar is full only at 100 %.
 fn bar(p: Progress, o: &RenderOptions) -> String {
-    let width = o.width.max(1);
+    let width = o.width.clamp(1, MAX_BAR_WIDTH);
     let filled = usize::try_from(
         u128::from(p.basis_points()) * width as u128
             / u128::from(Progress::COMPLETE.basis_points()),

@@ -83,3 +83,61 @@ fn a_rollback_keeps_the_git_records_made_since_the_checkpoint() {
             .is_err()
     );
 }
+
+#[test]
+fn an_attempt_number_with_no_successor_is_refused() {
+    let design = ItemRef::Phase(PhaseId::new("design").unwrap());
+    let mut state = MilestoneState::from_events([
+        &Event::Created {
+            at: Timestamp(0),
+            id: MilestoneId::new("m").unwrap(),
+            title: "m".into(),
+            context: String::new(),
+            workflow: Workflow::kiro(),
+            seed: 1,
+        },
+        &Event::ExecutionStarted { at: Timestamp(1) },
+    ])
+    .unwrap();
+    let before = state.clone();
+    let err = state
+        .apply(&Event::ItemStarted {
+            at: Timestamp(2),
+            item: design.clone(),
+            attempt: u32::MAX,
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("attempt numbers end"), "{err}");
+    assert_eq!(state, before);
+    // The largest accepted attempt still leaves room for the engine's next one.
+    state
+        .apply(&Event::ItemStarted {
+            at: Timestamp(2),
+            item: design,
+            attempt: u32::MAX - 1,
+        })
+        .unwrap();
+    let engine = milestone_core::engine::Engine::new(state, Default::default());
+    assert!(engine.is_ok());
+}
+
+#[test]
+fn a_huge_bar_width_is_drawn_at_the_maximum() {
+    use milestone_core::progress::{MAX_BAR_WIDTH, ProgressReport, RenderOptions};
+    let state = MilestoneState::from_events([&Event::Created {
+        at: Timestamp(0),
+        id: MilestoneId::new("m").unwrap(),
+        title: "m".into(),
+        context: String::new(),
+        workflow: Workflow::kiro(),
+        seed: 1,
+    }])
+    .unwrap();
+    let report = ProgressReport::compute(&state, Timestamp(1), None);
+    let text = report.render(&RenderOptions::default().width(usize::MAX));
+    let longest = text.lines().map(|l| l.chars().count()).max().unwrap_or(0);
+    assert!(
+        longest > MAX_BAR_WIDTH && longest < MAX_BAR_WIDTH + 200,
+        "{longest}"
+    );
+}
