@@ -668,7 +668,7 @@ impl MilestoneState {
                         ),
                     ));
                 }
-                let rollbacks = self.data.rollbacks + 1;
+                let rollbacks = self.data.rollbacks.saturating_add(1);
                 let applied = self.data.events_applied;
                 // A rollback undoes work, not facts about the repository: the commits, branch,
                 // tag and merge recorded since the checkpoint still exist in git.
@@ -712,7 +712,7 @@ impl MilestoneState {
             }
         }
         self.data.updated_at = self.data.updated_at.max(event.at());
-        self.data.events_applied += 1;
+        self.data.events_applied = self.data.events_applied.saturating_add(1);
         Ok(())
     }
 

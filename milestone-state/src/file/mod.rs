@@ -605,3 +605,53 @@ impl StateStore for FileStore {
         result
     }
 }
+
+#[cfg(test)]
+mod crafted_snapshot_tests {
+    use super::*;
+    use futures::executor::block_on;
+    use milestone_core::Workflow;
+
+    /// A snapshot whose header claims a version no log of its size can hold (a crafted file
+    /// with a recomputed checksum) is skipped, never trusted into overflowing arithmetic.
+    #[test]
+    fn a_snapshot_claiming_an_impossible_version_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let id = MilestoneId::new("m").unwrap();
+        let store = FileStore::open(&root).unwrap();
+        let created = Event::Created {
+            at: Timestamp(0),
+            id: id.clone(),
+            title: "m".into(),
+            context: String::new(),
+            workflow: Workflow::kiro(),
+            seed: 1,
+        };
+        let mut v = block_on(store.create(&created)).unwrap();
+        v = block_on(store.append(&id, v, &[Event::ExecutionStarted { at: Timestamp(1) }]))
+            .unwrap();
+        block_on(store.snapshot(&id)).unwrap();
+        let expected = block_on(store.load(&id)).unwrap();
+        drop(store);
+
+        let snaps = root.join("m").join(SNAPSHOTS);
+        let real = snaps.join(snapshot::file_name(v));
+        let bytes = fs::read(&real).unwrap();
+        let split = bytes.iter().position(|&b| b == b'\n').unwrap();
+        let header: serde_json::Value = serde_json::from_slice(&bytes[..split]).unwrap();
+        let log_offset = header["log_offset"].as_u64().unwrap();
+        let crafted = snapshot::encode(u64::MAX, log_offset, &bytes[split + 1..], &[]).unwrap();
+        fs::remove_file(&real).unwrap();
+        fs::write(snaps.join(snapshot::file_name(u64::MAX)), crafted).unwrap();
+
+        let store = FileStore::open(&root).unwrap();
+        assert_eq!(block_on(store.load(&id)).unwrap(), expected);
+        assert!(
+            store
+                .recoveries()
+                .iter()
+                .any(|r| matches!(r, Recovery::SnapshotSkipped { .. }))
+        );
+    }
+}

@@ -578,9 +578,12 @@ impl Writer {
                     continue;
                 }
             };
+            // Every event takes more than one byte of log, so a version above the offset is a
+            // crafted or damaged header (and would overflow the replay's arithmetic).
             if snap.version != version
                 || snap.log_offset > len
                 || snap.log_offset == 0
+                || snap.version > snap.log_offset
                 || !self.newline_before(snap.log_offset)
             {
                 self.inner.report(skip(
