@@ -828,10 +828,11 @@ impl MilestoneState {
         }
         for (i, t) in tasks.iter().enumerate() {
             for (j, d) in t.dependencies.iter().enumerate() {
-                let loc = format!("tasks[{i}].dependencies[{j}]");
+                // The location is formatted only when there is a problem to report.
+                let loc = || format!("tasks[{i}].dependencies[{j}]");
                 if *d == t.id {
                     problems.push(Problem::new(
-                        loc,
+                        loc(),
                         ProblemKind::SelfDependency,
                         format!("task {:?} depends on itself", t.id.as_str()),
                     ));
@@ -840,7 +841,7 @@ impl MilestoneState {
                 } else {
                     match new_ids.get(d) {
                         None => problems.push(Problem::new(
-                            loc,
+                            loc(),
                             ProblemKind::UnknownDependency,
                             format!(
                                 "task {:?} depends on unknown task {:?}",
@@ -849,7 +850,7 @@ impl MilestoneState {
                             ),
                         )),
                         Some(&k) if k > i => problems.push(Problem::new(
-                            loc,
+                            loc(),
                             ProblemKind::Inconsistent,
                             format!(
                                 "task {:?} depends on {:?}, listed after it (list tasks in dependency order)",

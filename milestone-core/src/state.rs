@@ -766,16 +766,16 @@ impl MilestoneState {
         let all_items = data
             .phases
             .iter()
-            .map(|p| (format!("phase {}", p.id), &p.item))
+            .map(|p| (ItemRef::Phase(p.id.clone()), &p.item))
             .chain(
                 data.tasks
                     .iter()
-                    .map(|t| (format!("task {}", t.spec.id), &t.item)),
+                    .map(|t| (ItemRef::Task(t.spec.id.clone()), &t.item)),
             );
-        for (loc, item) in all_items {
+        for (item_ref, item) in all_items {
             if item.progress.is_complete() != (item.status == ItemStatus::Completed) {
                 problems.push(Problem::new(
-                    loc,
+                    item_ref.to_string(),
                     ProblemKind::Inconsistent,
                     format!(
                         "progress {} does not match status {}",
