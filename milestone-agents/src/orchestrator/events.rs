@@ -63,7 +63,8 @@ impl Stream for Notices {
 pub(crate) struct Hub {
     listeners: Vec<Arc<dyn EventListener>>,
     subscribers: Mutex<Vec<mpsc::UnboundedSender<Notice>>>,
-    /// Subscribers ever added (a cheap "anyone there?" test without the lock).
+    /// Live subscribers as of the last publish (a cheap "anyone there?" test without the
+    /// lock); dropped streams are counted out when the next events are published.
     subscribed: AtomicUsize,
 }
 
@@ -119,5 +120,28 @@ impl Hub {
             }
             subs.retain(|tx| tx.unbounded_send(notice.clone()).is_ok());
         }
+        // Dropped streams are gone from the list: once none is left, events are not cloned.
+        self.subscribed.store(subs.len(), Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use milestone_core::Timestamp;
+
+    #[test]
+    fn a_dropped_subscriber_stops_the_cloning() {
+        let hub = Hub::new(Vec::new());
+        assert!(hub.is_quiet());
+        let notices = hub.subscribe();
+        assert!(!hub.is_quiet());
+        drop(notices);
+        let id = MilestoneId::new("m").unwrap();
+        hub.publish(&id, 2, &[Event::ExecutionStarted { at: Timestamp(1) }]);
+        assert!(
+            hub.is_quiet(),
+            "nobody listens once the only stream is dropped"
+        );
     }
 }
