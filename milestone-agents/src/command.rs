@@ -27,6 +27,9 @@
 //!   or the context is cancelled, or the `run` future is dropped, the whole process group
 //!   (the program and every child it started) gets `SIGKILL`, and the run ends with
 //!   [`AgentError::TimedOut`] / [`AgentError::Cancelled`].
+//! - **leftovers**: a program that exits while something it started still holds its stdout
+//!   or stderr gets [`EXIT_GRACE_MS`] for the pipes to close; then the rest of its process
+//!   group is killed and the run ends with the program's own result.
 //!
 //! # Threads
 //!
@@ -245,6 +248,10 @@ impl CommandAgent {
         format!("`{}` ({})", self.program.to_string_lossy(), self.name)
     }
 }
+
+/// How long a program that has exited may leave its pipes open (a background child holding
+/// them) before what it left behind is killed, so that the run ends with the program.
+pub const EXIT_GRACE_MS: u64 = 200;
 
 /// Kills the process group on drop unless disarmed (the program exited by itself).
 struct GroupKiller {
@@ -465,6 +472,8 @@ fn with_stderr(message: String, stderr: &[u8]) -> String {
 enum Event {
     Cancelled,
     Deadline,
+    /// The program exited some time ago and its pipes are still held open.
+    Grace,
     Line(Option<Line>),
     Exit(io::Result<ExitStatus>),
     Stderr(Vec<u8>),
@@ -557,6 +566,9 @@ impl AgentRunner for CommandAgent {
         let mut stdout_open = true;
         let mut exit: Option<io::Result<ExitStatus>> = None;
         let mut stderr_tail: Option<Vec<u8>> = None;
+        // Armed when the program exits while its pipes stay open: something it left behind
+        // still holds them, and would otherwise keep the run waiting until its deadline.
+        let mut grace: Option<futures::future::BoxFuture<'static, ()>> = None;
 
         // Stop: kill the group and wait until the program itself is reaped.
         // (Unless the kill failed: then waiting could last forever.)
@@ -579,6 +591,11 @@ impl AgentRunner for CommandAgent {
                 }
                 if deadline.poll_unpin(cx).is_ready() {
                     return Poll::Ready(Event::Deadline);
+                }
+                if let Some(g) = grace.as_mut()
+                    && g.poll_unpin(cx).is_ready()
+                {
+                    return Poll::Ready(Event::Grace);
                 }
                 if stdout_open && let Poll::Ready(line) = lines.poll_next_unpin(cx) {
                     return Poll::Ready(Event::Line(line));
@@ -632,15 +649,30 @@ impl AgentRunner for CommandAgent {
                 Event::Line(None) => stdout_open = false,
                 Event::Exit(status) => {
                     if status.is_ok() {
-                        // The program is reaped: its pid (and group id) may be reused.
-                        killer.disarm();
+                        if !stdout_open && stderr_tail.is_some() {
+                            // Reaped, pipes closed: the group is gone and its id may be reused.
+                            killer.disarm();
+                        } else {
+                            grace = Some(self.clock.sleep(EXIT_GRACE_MS));
+                        }
                     }
                     exit = Some(status);
+                }
+                Event::Grace => {
+                    // A pipe still open means a member of the group still lives (it holds
+                    // the pipe), so the group id is still ours: kill what the program left
+                    // behind, and the pipes close.
+                    grace = None;
+                    let _ = killer.kill();
                 }
                 Event::Stderr(tail) => stderr_tail = Some(tail),
             }
         }
 
+        if exit.as_ref().is_some_and(|e| e.is_ok()) {
+            // Everything is closed and the program reaped: never kill a reused group id later.
+            killer.disarm();
+        }
         let stderr_tail = stderr_tail.unwrap_or_default();
         let status = match exit {
             Some(Ok(status)) => status,

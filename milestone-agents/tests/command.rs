@@ -308,6 +308,24 @@ fn a_timeout_kills_the_program_and_its_children() {
 }
 
 #[test]
+fn a_background_child_holding_stdout_does_not_hold_the_run_past_the_program() {
+    // The program answers and exits at once, leaving a child that keeps stdout open.
+    let (_s, agent) = sh(
+        "sleep 60 &\necho \"{\\\"handoff\\\": {\\\"child\\\": $$, \\\"grandchild\\\": $!}}\"\necho '{\"output\": {\"summary\": \"done\"}}'\n",
+    );
+    let start = Instant::now();
+    let (result, reports) = run(&agent, request());
+    assert_eq!(result.map(|o| o.summary).as_deref().ok(), Some("done"));
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "the run waited {:?} for a background child",
+        start.elapsed()
+    );
+    let (_child, grandchild) = pids(&reports);
+    assert_dies(grandchild);
+}
+
+#[test]
 fn the_deadline_is_measured_on_the_agents_clock() {
     let clock = ManualClock::new(Timestamp(0));
     let (_s, agent) = sh(HANGS_WITH_A_GRANDCHILD);
