@@ -518,9 +518,22 @@ impl CliGit {
             })?;
         match rx.await {
             Ok(Ok(out)) => Ok(out),
-            Ok(Err(e)) => Err(GitError::GitMissing {
-                program,
-                detail: e.to_string(),
+            // Only a program that cannot be found or run is "git missing"; anything else
+            // (too many arguments, a broken pipe, a failed wait) says what happened.
+            Ok(Err(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+                ) =>
+            {
+                Err(GitError::GitMissing {
+                    program,
+                    detail: e.to_string(),
+                })
+            }
+            Ok(Err(e)) => Err(GitError::Other {
+                operation: "run".into(),
+                stderr: e.to_string(),
             }),
             Err(_) => Err(GitError::Other {
                 operation: "run".into(),

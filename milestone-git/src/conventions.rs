@@ -167,9 +167,19 @@ impl<B: GitBackend> MilestoneGit<B> {
         &self.base
     }
 
+    /// Whether the work tree is on `branch`. A current branch that git allows but our stricter
+    /// name rules refuse (`fix#12`, `wip@home`) is simply another branch, not an error.
+    async fn is_on(&self, branch: &RefName) -> Result<bool, GitError> {
+        match self.backend.current_branch().await {
+            Ok(current) => Ok(current.as_ref() == Some(branch)),
+            Err(GitError::InvalidName { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn on_branch(&self, id: &MilestoneId) -> Result<RefName, GitError> {
         let branch = branch_name(id);
-        if self.backend.current_branch().await?.as_ref() == Some(&branch) {
+        if self.is_on(&branch).await? {
             return Ok(branch);
         }
         if !self.backend.branch_exists(&branch).await? {
@@ -335,7 +345,7 @@ impl<B: GitBackend> MilestoneGit<B> {
                 Err(GitError::Conflict { paths: conflicted })
             };
         }
-        if self.backend.current_branch().await?.as_ref() != Some(&self.base) {
+        if !self.is_on(&self.base).await? {
             self.backend.switch(&self.base).await?;
         }
         let options = MergeOptions {

@@ -305,3 +305,37 @@ fn a_repository_of_another_owner_is_dubious_ownership() {
         "{err:?}"
     );
 }
+
+#[test]
+fn a_current_branch_outside_our_name_rules_is_just_another_branch() {
+    use milestone_core::{MilestoneId, PhaseId};
+    use milestone_git::{MilestoneGit, RefName};
+    let repo = common::repo();
+    block_on(async {
+        repo.git
+            .write_file(&milestone_git::RepoPath::new("a.txt").unwrap(), b"a\n")
+            .await
+            .unwrap();
+        repo.git.add_all().await.unwrap();
+        repo.git
+            .commit(&milestone_git::CommitRequest::new("init"))
+            .await
+            .unwrap();
+    });
+    // git allows `fix#12`; our caller-input rules do not.
+    let status = std::process::Command::new("git")
+        .args(["-c", "core.hooksPath=/dev/null", "switch", "-c", "fix#12"])
+        .current_dir(repo.dir.path())
+        .env("HOME", repo.home.path())
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let conventions = MilestoneGit::new(&repo.git, RefName::new("main").unwrap());
+    let id = MilestoneId::new("m").unwrap();
+    let branch = block_on(conventions.start(&id)).unwrap();
+    assert_eq!(branch.as_str(), "feature/milestone-m");
+    let done =
+        block_on(conventions.commit_phase(&id, &PhaseId::new("design").unwrap(), "M")).unwrap();
+    assert!(done.created);
+}
