@@ -202,19 +202,25 @@ impl Engine {
             RecoveryStep::Rollback => r.max_rollbacks > 0,
             _ => false,
         });
-        for e in it {
+        // The rollback target is set by the last checkpoint or rollback in the log: copy the
+        // state there only, not at every phase boundary of a long log.
+        let target = events.iter().rposition(|e| match e {
+            Event::CheckpointRecorded { label, .. } => label != EXECUTION_START,
+            Event::RolledBack { .. } => true,
+            _ => false,
+        });
+        for (k, e) in it.enumerate() {
             state.apply(e).map_err(EngineError::Log)?;
+            let is_target = keep && target == Some(k + 1);
             match e {
                 // Only the newest checkpoint is ever a rollback target: keep one copy.
-                Event::CheckpointRecorded { label, .. } if label != EXECUTION_START && keep => {
-                    checkpoints.clear();
+                Event::CheckpointRecorded { label, .. } if is_target => {
                     checkpoints.push((label.clone(), state.clone()));
                 }
                 // After a rollback (the engine's, or a host restoring an older checkpoint
                 // through its store) the state is the checkpoint's: that is the target now.
                 Event::RolledBack { label, .. } => {
-                    checkpoints.clear();
-                    if keep {
+                    if is_target {
                         checkpoints.push((label.clone(), state.clone()));
                     }
                     mem.retries.clear();
