@@ -1,7 +1,7 @@
 //! [`InMemory`]: the reference [`StateStore`], always compiled.
 //!
-//! It keeps each milestone's log, its current state and the state at every checkpoint in a
-//! mutex-guarded map. Nothing is durable; everything else in the contract holds, which makes it
+//! It keeps each milestone's log, its current state and the log position of every checkpoint in
+//! a mutex-guarded map. Nothing is durable; everything else in the contract holds, which makes it
 //! the store for tests, examples and hosts that persist elsewhere.
 
 use std::collections::BTreeMap;
@@ -17,14 +17,16 @@ use crate::store::{Checkpoint, Loaded, StateStore, refused};
 struct Entry {
     events: Vec<Event>,
     state: MilestoneState,
-    /// Checkpoints with the state at each (restores need it; checkpoints are rare).
-    checkpoints: Vec<(Checkpoint, MilestoneState)>,
+    /// Checkpoints, by log position. A restore folds the log up to its checkpoint: restores are
+    /// rare, while a copy of the state at every checkpoint would cost O(milestone) each time.
+    checkpoints: Vec<Checkpoint>,
 }
 
 /// The in-memory store. Appends cost O(events appended): the state is updated in place.
 ///
 /// Every [`Event::CheckpointRecorded`] appended (by [`StateStore::checkpoint`] or directly) is a
-/// checkpoint; the state after it is kept for restores.
+/// checkpoint; a restore folds the log up to it (O(log), but restores are rare, and no
+/// checkpoint costs a copy of the state).
 ///
 /// Validation: each event is applied to the current state as it is checked. When a later event
 /// of a multi-event batch is refused, the earlier ones are undone by folding the stored log
@@ -88,9 +90,10 @@ fn append_locked(
             actual,
         });
     }
-    let mut marks = Vec::new();
+    let marks = entry.checkpoints.len();
     for (index, event) in events.iter().enumerate() {
         if let Err(err) = entry.state.apply(event) {
+            entry.checkpoints.truncate(marks);
             if index > 0 {
                 // Undo the events of this batch already applied: fold the stored log again.
                 entry.state = MilestoneState::from_events(&entry.events)
@@ -99,15 +102,13 @@ fn append_locked(
             return Err(refused(index, &err));
         }
         if let Event::CheckpointRecorded { at, label } = event {
-            let cp = Checkpoint {
+            entry.checkpoints.push(Checkpoint {
                 label: label.clone(),
                 version: actual + 1 + index as u64,
                 at: *at,
-            };
-            marks.push((cp, entry.state.clone()));
+            });
         }
     }
-    entry.checkpoints.extend(marks);
     entry.events.extend_from_slice(events);
     Ok(entry.events.len() as u64)
 }
@@ -181,7 +182,7 @@ impl StateStore for InMemory {
     async fn checkpoints(&self, id: &MilestoneId) -> Result<Vec<Checkpoint>, StoreError> {
         let mut map = self.map();
         let e = entry(&mut map, id)?;
-        Ok(e.checkpoints.iter().map(|(c, _)| c.clone()).collect())
+        Ok(e.checkpoints.clone())
     }
 
     async fn restore(
@@ -192,13 +193,19 @@ impl StateStore for InMemory {
     ) -> Result<u64, StoreError> {
         let mut map = self.map();
         let e = entry(&mut map, id)?;
-        let Some((_, state)) = e.checkpoints.iter().rev().find(|(c, _)| c.label == label) else {
+        let Some(cp) = e.checkpoints.iter().rev().find(|c| c.label == label) else {
             return Err(StoreError::checkpoint_not_found(id, label));
         };
+        // The state at the checkpoint: the fold of the log up to it.
+        let upto = usize::try_from(cp.version)
+            .unwrap_or(usize::MAX)
+            .min(e.events.len());
+        let state = MilestoneState::from_events(&e.events[..upto])
+            .map_err(|err| StoreError::invalid(format!("stored log no longer folds: {err}")))?;
         let event = Event::RolledBack {
             at,
             label: label.to_owned(),
-            state: Box::new(state.clone()),
+            state: Box::new(state),
         };
         let version = e.events.len() as u64;
         append_locked(e, id, version, std::slice::from_ref(&event))
