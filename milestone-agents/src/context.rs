@@ -159,6 +159,23 @@ enum Sink {
     Nowhere,
     Channel(mpsc::UnboundedSender<Report>),
     Custom(Arc<dyn ReportSink>),
+    /// The orchestrator's: one router for all its runs, each report tagged with the run's key
+    /// (no allocation per run).
+    Run(Arc<RunRouter>, u64),
+}
+
+/// Where the orchestrator's runs send their reports: one channel, tagged by run.
+#[derive(Debug)]
+pub(crate) struct RunRouter {
+    tx: mpsc::UnboundedSender<(u64, Report)>,
+}
+
+impl RunRouter {
+    /// A router and the receiving end of its channel.
+    pub(crate) fn new() -> (Arc<RunRouter>, mpsc::UnboundedReceiver<(u64, Report)>) {
+        let (tx, rx) = mpsc::unbounded();
+        (Arc::new(RunRouter { tx }), rx)
+    }
 }
 
 /// What the clones of one context share.
@@ -214,6 +231,11 @@ impl AgentContext {
         AgentContext::with(Sink::Custom(sink), cancel)
     }
 
+    /// A context of one orchestrator run: reports go to `router` tagged with `key`.
+    pub(crate) fn for_run(router: Arc<RunRouter>, key: u64, cancel: CancelToken) -> AgentContext {
+        AgentContext::with(Sink::Run(router, key), cancel)
+    }
+
     /// A context whose reports go nowhere, cancelled through `cancel`.
     pub fn detached(cancel: CancelToken) -> AgentContext {
         AgentContext::with(Sink::Nowhere, cancel)
@@ -248,6 +270,7 @@ impl AgentContext {
             // A closed handle means nobody listens any more; the report is moot.
             Sink::Channel(tx) => drop(tx.unbounded_send(report)),
             Sink::Custom(sink) => sink.report(report),
+            Sink::Run(router, key) => drop(router.tx.unbounded_send((*key, report))),
         }
     }
 

@@ -1,5 +1,7 @@
 //! What a runner is asked to do: [`AgentRequest`], and its JSON shape (a public protocol).
 
+use std::sync::Arc;
+
 use milestone_core::engine::{AnalysisKind, IdempotencyKey, Role, StartCommand, Upstream, Work};
 use milestone_core::{ItemRef, Limits, MilestoneId, MilestoneState, PhaseId, TaskId, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -42,10 +44,10 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub struct AgentRequest {
     /// The milestone.
     pub milestone: MilestoneId,
-    /// Its title.
-    pub title: String,
-    /// Its context (free text from the host).
-    pub context: String,
+    /// Its title (shared by every request of the milestone: no copy per attempt).
+    pub title: Arc<str>,
+    /// Its context (free text from the host; shared like the title).
+    pub context: Arc<str>,
     /// The role asked to act.
     pub role: Role,
     /// The work: a phase, a task or a planning analysis.
@@ -70,8 +72,8 @@ impl AgentRequest {
     pub fn new(milestone: MilestoneId, role: Role, work: Work) -> AgentRequest {
         AgentRequest {
             milestone,
-            title: String::new(),
-            context: String::new(),
+            title: Arc::from(""),
+            context: Arc::from(""),
             role,
             work,
             input: Vec::new(),
@@ -87,14 +89,37 @@ impl AgentRequest {
     pub fn from_start(start: &StartCommand, state: &MilestoneState) -> AgentRequest {
         AgentRequest {
             milestone: state.id().clone(),
-            title: state.title().to_owned(),
-            context: state.context().to_owned(),
+            title: Arc::from(state.title()),
+            context: Arc::from(state.context()),
             role: start.role.clone(),
             work: start.work.clone(),
             input: start.input.clone(),
             attempt: start.attempt,
             deadline: start.deadline,
             budget: start.budget.clone(),
+            idempotency_key: start.idempotency_key,
+            degraded: start.degraded,
+        }
+    }
+
+    /// The request for `start`, taking its fields instead of copying them; the milestone's
+    /// id, title and context are shared (the orchestrator's path: no copy per attempt).
+    pub(crate) fn for_start(
+        start: StartCommand,
+        milestone: MilestoneId,
+        title: Arc<str>,
+        context: Arc<str>,
+    ) -> AgentRequest {
+        AgentRequest {
+            milestone,
+            title,
+            context,
+            role: start.role,
+            work: start.work,
+            input: start.input,
+            attempt: start.attempt,
+            deadline: start.deadline,
+            budget: start.budget,
             idempotency_key: start.idempotency_key,
             degraded: start.degraded,
         }
@@ -219,8 +244,8 @@ mod wire {
             Request {
                 protocol: PROTOCOL_VERSION,
                 milestone: r.milestone,
-                title: r.title,
-                context: r.context,
+                title: r.title.to_string(),
+                context: r.context.to_string(),
                 role: super::role_name(&r.role).to_owned(),
                 role_name,
                 work: Source::of(&r.work),
@@ -287,8 +312,8 @@ mod wire {
                 .collect::<Result<Vec<_>, String>>()?;
             Ok(AgentRequest {
                 milestone: w.milestone,
-                title: w.title,
-                context: w.context,
+                title: w.title.into(),
+                context: w.context.into(),
                 role,
                 work: w.work.work()?,
                 input,
@@ -385,10 +410,7 @@ mod tests {
         };
         let r = AgentRequest::from_start(&start, &state);
         assert_eq!(r.milestone.as_str(), "login");
-        assert_eq!(
-            (r.title.as_str(), r.context.as_str()),
-            ("Add login", "OAuth only")
-        );
+        assert_eq!((&*r.title, &*r.context), ("Add login", "OAuth only"));
         assert_eq!((r.role.clone(), r.work.clone()), (Role::Task, task));
         assert_eq!(r.input, start.input);
         assert_eq!(

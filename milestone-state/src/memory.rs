@@ -13,9 +13,71 @@ use milestone_core::{Event, MilestoneId, MilestoneState, Timestamp};
 use crate::error::{StoreError, check_label};
 use crate::store::{Checkpoint, Loaded, StateStore, refused};
 
+/// An event log kept as the batches appended (a batch handed over by
+/// [`StateStore::append_owned`] is kept as it is: no copy, and no copy of the whole log when it
+/// grows).
+#[derive(Debug, Default)]
+struct Log {
+    chunks: Vec<Vec<Event>>,
+    len: usize,
+}
+
+/// Batches smaller than this are copied into the last chunk rather than kept on their own.
+const SMALL_BATCH: usize = 32;
+
+impl Log {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn push_batch(&mut self, batch: Vec<Event>) {
+        self.len += batch.len();
+        match self.chunks.last_mut() {
+            Some(last) if batch.len() < SMALL_BATCH && last.len() < 4 * SMALL_BATCH => {
+                last.extend(batch);
+            }
+            _ => self.chunks.push(batch),
+        }
+    }
+
+    fn extend_from_slice(&mut self, events: &[Event]) {
+        self.len += events.len();
+        match self.chunks.last_mut() {
+            Some(last) if events.len() < SMALL_BATCH && last.len() < 4 * SMALL_BATCH => {
+                last.extend_from_slice(events);
+            }
+            _ => self.chunks.push(events.to_vec()),
+        }
+    }
+
+    /// The events from position `from` on, in order.
+    fn iter_from(&self, from: usize) -> impl Iterator<Item = &Event> {
+        let mut skip = from;
+        self.chunks
+            .iter()
+            .filter_map(move |c| {
+                if skip >= c.len() {
+                    skip -= c.len();
+                    None
+                } else {
+                    let s = skip;
+                    skip = 0;
+                    Some(&c[s..])
+                }
+            })
+            .flatten()
+    }
+
+    /// The events before position `upto`, folded.
+    fn fold(&self, upto: usize) -> Result<MilestoneState, StoreError> {
+        MilestoneState::from_events(self.iter_from(0).take(upto))
+            .map_err(|e| StoreError::invalid(format!("stored log no longer folds: {e}")))
+    }
+}
+
 #[derive(Debug)]
 struct Entry {
-    events: Vec<Event>,
+    events: Log,
     state: MilestoneState,
     /// Checkpoints, by log position. A restore folds the log up to its checkpoint: restores are
     /// rare, while a copy of the state at every checkpoint would cost O(milestone) each time.
@@ -82,6 +144,19 @@ fn append_locked(
     expected: u64,
     events: &[Event],
 ) -> Result<u64, StoreError> {
+    check_locked(entry, id, expected, events)?;
+    entry.events.extend_from_slice(events);
+    Ok(entry.events.len() as u64)
+}
+
+/// Checks `events` against the entry and applies them to its state (all or none), recording
+/// their checkpoints; the caller then stores them.
+fn check_locked(
+    entry: &mut Entry,
+    id: &MilestoneId,
+    expected: u64,
+    events: &[Event],
+) -> Result<(), StoreError> {
     let actual = entry.events.len() as u64;
     if expected != actual {
         return Err(StoreError::Conflict {
@@ -96,8 +171,7 @@ fn append_locked(
             entry.checkpoints.truncate(marks);
             if index > 0 {
                 // Undo the events of this batch already applied: fold the stored log again.
-                entry.state = MilestoneState::from_events(&entry.events)
-                    .map_err(|e| StoreError::invalid(format!("stored log no longer folds: {e}")))?;
+                entry.state = entry.events.fold(usize::MAX)?;
             }
             return Err(refused(index, &err));
         }
@@ -109,8 +183,7 @@ fn append_locked(
             });
         }
     }
-    entry.events.extend_from_slice(events);
-    Ok(entry.events.len() as u64)
+    Ok(())
 }
 
 #[async_trait]
@@ -126,7 +199,10 @@ impl StateStore for InMemory {
         map.insert(
             id,
             Entry {
-                events: vec![created.clone()],
+                events: Log {
+                    chunks: vec![vec![created.clone()]],
+                    len: 1,
+                },
                 state,
                 checkpoints: Vec::new(),
             },
@@ -142,6 +218,19 @@ impl StateStore for InMemory {
     ) -> Result<u64, StoreError> {
         let mut map = self.map();
         append_locked(entry(&mut map, id)?, id, expected_version, events)
+    }
+
+    async fn append_owned(
+        &self,
+        id: &MilestoneId,
+        expected_version: u64,
+        events: Vec<Event>,
+    ) -> Result<u64, StoreError> {
+        let mut map = self.map();
+        let e = entry(&mut map, id)?;
+        check_locked(e, id, expected_version, &events)?;
+        e.events.push_batch(events);
+        Ok(e.events.len() as u64)
     }
 
     async fn load(&self, id: &MilestoneId) -> Result<Loaded, StoreError> {
@@ -200,8 +289,7 @@ impl StateStore for InMemory {
         let upto = usize::try_from(cp.version)
             .unwrap_or(usize::MAX)
             .min(e.events.len());
-        let state = MilestoneState::from_events(&e.events[..upto])
-            .map_err(|err| StoreError::invalid(format!("stored log no longer folds: {err}")))?;
+        let state = e.events.fold(upto)?;
         let event = Event::RolledBack {
             at,
             label: label.to_owned(),
@@ -217,7 +305,9 @@ impl StateStore for InMemory {
         let start = usize::try_from(from)
             .unwrap_or(usize::MAX)
             .min(e.events.len());
-        Ok(e.events[start..].to_vec())
+        let mut out = Vec::with_capacity(e.events.len() - start);
+        out.extend(e.events.iter_from(start).cloned());
+        Ok(out)
     }
 
     async fn snapshot(&self, id: &MilestoneId) -> Result<u64, StoreError> {

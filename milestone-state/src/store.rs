@@ -80,6 +80,21 @@ pub trait StateStore: Debug + Send + Sync {
         events: &[Event],
     ) -> Result<u64, StoreError>;
 
+    /// As [`append`](StateStore::append), taking the events: a store that keeps events as
+    /// they are (the in-memory one) then stores them without a copy. The default appends a
+    /// borrow of them.
+    ///
+    /// # Errors
+    /// As [`append`](StateStore::append).
+    async fn append_owned(
+        &self,
+        id: &MilestoneId,
+        expected_version: u64,
+        events: Vec<Event>,
+    ) -> Result<u64, StoreError> {
+        self.append(id, expected_version, &events).await
+    }
+
     /// Loads the current state and version.
     ///
     /// # Errors
@@ -158,6 +173,14 @@ macro_rules! forward_store {
                 events: &[Event],
             ) -> Result<u64, StoreError> {
                 (**self).append(id, expected_version, events).await
+            }
+            async fn append_owned(
+                &self,
+                id: &MilestoneId,
+                expected_version: u64,
+                events: Vec<Event>,
+            ) -> Result<u64, StoreError> {
+                (**self).append_owned(id, expected_version, events).await
             }
             async fn load(&self, id: &MilestoneId) -> Result<Loaded, StoreError> {
                 (**self).load(id).await

@@ -89,6 +89,7 @@ pub async fn run_all<S: StateStore + ?Sized>(store: &S) {
     append_is_compare_and_swap(store).await;
     refused_events_write_nothing(store).await;
     read_events_from_any_position(store).await;
+    owned_appends_behave_as_appends(store).await;
     checkpoints_and_restore(store).await;
     snapshots_do_not_change_what_loads(store).await;
     pipelined_appends_keep_call_order(store).await;
@@ -187,6 +188,55 @@ pub async fn refused_events_write_nothing<S: StateStore + ?Sized>(store: &S) {
         assert_eq!(store.read_events(&m, 0).await.expect("read").len(), 2);
     }
     assert_eq!(store.append(&m, 2, &[note(9)]).await.expect("append"), 3);
+}
+
+/// `append_owned` is `append`: compare-and-swap, all-or-nothing, and the same log read back
+/// from any position, with batches of every size mixed with borrowed appends.
+pub async fn owned_appends_behave_as_appends<S: StateStore + ?Sized>(store: &S) {
+    let m = id("owned-1");
+    let mut all = vec![created("owned-1")];
+    store.create(&all[0]).await.expect("create");
+    let mut n = 0u64;
+    for (k, size) in [1usize, 40, 3, 100, 0, 31, 32, 2, 64]
+        .into_iter()
+        .enumerate()
+    {
+        let batch: Vec<Event> = (0..size)
+            .map(|_| {
+                n += 1;
+                note(n)
+            })
+            .collect();
+        let v = all.len() as u64;
+        let got = if k % 3 == 2 {
+            store.append(&m, v, &batch).await
+        } else {
+            store.append_owned(&m, v, batch.clone()).await
+        };
+        assert_eq!(got.expect("append"), v + size as u64);
+        all.extend(batch);
+    }
+    let v = all.len() as u64;
+    assert!(matches!(
+        store.append_owned(&m, v - 1, vec![note(0)]).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert!(matches!(
+        store
+            .append_owned(&m, v, vec![note(0), refused_event()])
+            .await,
+        Err(StoreError::InvalidInput { .. })
+    ));
+    for from in [0, 1, 2, 40, 41, 44, 143, 144, 200, all.len() as u64] {
+        let read = store.read_events(&m, from).await.expect("read");
+        assert_eq!(read, all[from as usize..], "read from {from}");
+    }
+    let loaded = store.load(&m).await.expect("load");
+    assert_eq!(loaded.version, v);
+    assert_eq!(
+        loaded.state,
+        MilestoneState::from_events(&all).expect("fold")
+    );
 }
 
 /// Reads return exactly the events appended, from any position; folding them gives the loaded

@@ -84,6 +84,7 @@ mod events;
 mod gate;
 mod metrics;
 mod run;
+mod session;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -102,6 +103,7 @@ pub use cache::{InMemoryCache, ResultCache};
 pub use events::{EventListener, Notice, Notices};
 pub use gate::{GateVerdict, QualityGate};
 pub use metrics::{ExecutionMetrics, PhaseTiming, Report};
+pub use session::Session;
 
 use crate::clock::Clock;
 use crate::context::CancelToken;
@@ -122,6 +124,10 @@ pub enum OrchestratorError {
     /// The milestone is already being driven by a call of this orchestrator.
     #[error("milestone {0} is already running in this orchestrator")]
     AlreadyRunning(MilestoneId),
+    /// A [`Session`] whose run failed is not run again: what it holds may be ahead of the
+    /// store. Open the milestone again.
+    #[error("the session of milestone {0} failed earlier; open the milestone again")]
+    SessionFailed(MilestoneId),
     /// The plan cannot start execution; every problem is listed and nothing was changed.
     #[error("milestone {id} cannot start execution: {problems}")]
     Plan {

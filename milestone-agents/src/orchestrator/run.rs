@@ -1,11 +1,11 @@
 //! The loop behind every orchestrator call: feed inputs to the engine, persist its events,
 //! carry out its commands, wait for runs, reports and timers.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 use futures::channel::mpsc;
 use futures::future::{BoxFuture, poll_fn};
@@ -17,8 +17,8 @@ use milestone_core::engine::{
     Upstream, Work,
 };
 use milestone_core::{
-    Complexity, Event, ExecutionMode, FailureKind, ItemError, ItemOutput, ItemRef, MilestoneId,
-    MilestonePlan, MilestoneStatus, PhaseId, ProgressReport, Timestamp, Workflow,
+    Complexity, Event, ExecutionMode, FailureKind, ItemOutput, ItemRef, MilestoneId, MilestonePlan,
+    MilestoneStatus, PhaseId, ProgressReport, Timestamp, Workflow,
 };
 use milestone_git::{MergeOutcome, RepoPath, Revision};
 
@@ -26,8 +26,9 @@ use super::builder::ModePolicy;
 use super::gate::GateVerdict;
 use super::metrics::{ExecutionMetrics, PhaseTiming, Report};
 use super::{Inner, OrchestratorError, tag_of};
-use crate::context::{AgentContext, CancelToken, Report as RunReport, ReportSink};
-use crate::output::{AgentError, result_input};
+use crate::clock::with_timeout;
+use crate::context::{AgentContext, CancelToken, Report as RunReport, RunRouter};
+use crate::output::{AgentError, AgentOutput, result_input};
 use crate::registry::{RegistryError, RunnerSource};
 use crate::request::AgentRequest;
 use crate::runner::{AgentRunner, run_with_deadline};
@@ -55,41 +56,103 @@ enum Via {
     Degraded,
 }
 
-/// A run that ended.
+/// A run that ended: its key in the run table, and what the runner returned.
 struct RunDone {
-    input: Input,
-    quality: BTreeMap<String, f64>,
+    key: u64,
+    result: Result<AgentOutput, AgentError>,
     via: Option<Via>,
-    started_at: Timestamp,
-    cache: Option<milestone_core::engine::CacheKey>,
 }
 
 /// A run to launch: the loop owns the `FuturesUnordered`.
 struct Launch {
-    start: Box<StartCommand>,
+    key: u64,
+    degraded: bool,
     request: AgentRequest,
     ctx: AgentContext,
-    at: Timestamp,
+}
+
+/// What the loop knows of a run while it runs.
+struct RunMeta {
+    seq: u32,
+    work: Work,
+    attempt: u32,
+    token: CancelToken,
+    started_at: Timestamp,
+    cache: Option<milestone_core::engine::CacheKey>,
+}
+
+/// The runs in flight, by key (slot in the low half, a sequence number in the high half, so a
+/// late report of an ended run never reaches the run that took its slot): O(1) per run, no
+/// hashing.
+#[derive(Default)]
+struct RunTable {
+    slots: Vec<Option<RunMeta>>,
+    free: Vec<u32>,
+    seq: u32,
+}
+
+impl RunTable {
+    fn insert(&mut self, mut meta: RunMeta) -> u64 {
+        self.seq = self.seq.wrapping_add(1);
+        meta.seq = self.seq;
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = Some(meta);
+                slot
+            }
+            None => {
+                self.slots.push(Some(meta));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        (u64::from(self.seq) << 32) | u64::from(slot)
+    }
+
+    fn get(&self, key: u64) -> Option<&RunMeta> {
+        self.slots
+            .get(key as u32 as usize)
+            .and_then(Option::as_ref)
+            .filter(|m| m.seq == (key >> 32) as u32)
+    }
+
+    fn take(&mut self, key: u64) -> Option<RunMeta> {
+        let slot = key as u32;
+        let entry = self.slots.get_mut(slot as usize)?;
+        if entry.as_ref().is_some_and(|m| m.seq == (key >> 32) as u32) {
+            self.free.push(slot);
+            entry.take()
+        } else {
+            None
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &RunMeta> {
+        self.slots.iter().flatten()
+    }
 }
 
 enum Woke {
-    Report(Work, u32, RunReport),
+    Report(u64, RunReport),
     Done(RunDone),
     Tick,
     Cancel,
 }
 
-type Reports = mpsc::UnboundedSender<(Work, u32, RunReport)>;
+type Runs<'a> = FuturesUnordered<futures::future::BoxFuture<'a, RunDone>>;
 
 pub(crate) struct Drive<'a> {
     inner: &'a Inner,
     id: MilestoneId,
-    title: String,
+    title: Arc<str>,
+    context: Arc<str>,
+    task_phase: PhaseId,
     engine: Engine,
     version: u64,
     mode: ExecutionMode,
     metrics: ExecutionMetrics,
-    tokens: HashMap<(Work, u32), CancelToken>,
+    runs: RunTable,
+    /// The direct runner of `Role::Task`, looked up once (`None` until then).
+    task_runner: Option<Option<&'a dyn AgentRunner>>,
     committed: HashSet<PhaseId>,
     tagged: bool,
     merged: bool,
@@ -99,7 +162,8 @@ pub(crate) struct Drive<'a> {
     inputs: VecDeque<Input>,
     sleep: Option<BoxFuture<'static, ()>>,
     launches: Vec<Launch>,
-    tx: Reports,
+    router: Arc<RunRouter>,
+    reports: mpsc::UnboundedReceiver<(u64, RunReport)>,
     first: bool,
     last_now: Timestamp,
 }
@@ -184,51 +248,30 @@ async fn resolve(
     }
 }
 
+/// Runs a launch whose runner is resolved asynchronously (agents, fallbacks, degraded runs).
 async fn run_one(
     inner: &Inner,
     mode: ExecutionMode,
-    task_phase: Option<PhaseId>,
+    task_phase: PhaseId,
     launch: Launch,
 ) -> RunDone {
     let Launch {
-        start,
+        key,
+        degraded,
         request,
         ctx,
-        at,
     } = launch;
-    let StartCommand {
-        work,
-        role,
-        attempt,
-        degraded,
-        reusable,
-        cache_key,
-        ..
-    } = *start;
-    let cache = reusable.then_some(cache_key);
-    match resolve(inner, &role, degraded, mode, task_phase.as_ref()).await {
+    match resolve(inner, &request.role, degraded, mode, Some(&task_phase)).await {
         Err(e) => RunDone {
-            input: Input::Failed {
-                work,
-                attempt,
-                error: ItemError::from(AgentError::unavailable(e.to_string())),
-            },
-            quality: BTreeMap::new(),
+            key,
+            result: Err(AgentError::unavailable(e.to_string())),
             via: None,
-            started_at: at,
-            cache,
         },
-        Ok((runner, via)) => {
-            let result = run_with_deadline(&*runner, request, ctx, &*inner.clock).await;
-            let (input, quality) = result_input(work, attempt, result);
-            RunDone {
-                input,
-                quality,
-                via: Some(via),
-                started_at: at,
-                cache,
-            }
-        }
+        Ok((runner, via)) => RunDone {
+            key,
+            result: run_with_deadline(&*runner, request, ctx, &*inner.clock).await,
+            via: Some(via),
+        },
     }
 }
 
@@ -243,18 +286,30 @@ impl<'a> Drive<'a> {
         cancel: CancelToken,
         initial: Vec<Input>,
     ) -> Result<Done, OrchestratorError> {
-        let started_at = inner.clock.now();
+        let mut drive = Drive::open(inner, id, log, version).await?;
+        drive.run(cancel, initial).await
+    }
+
+    /// Rebuilds the engine of the milestone whose log is `log` (at `version`): the part of a
+    /// call that costs O(milestone).
+    pub(crate) async fn open(
+        inner: &'a Inner,
+        id: &MilestoneId,
+        log: Vec<Event>,
+        version: u64,
+    ) -> Result<Drive<'a>, OrchestratorError> {
         let mut config = inner.config.clone();
         let mode = choose_mode(inner, &log, &mut config).await;
         let engine = Engine::resume(&log, config)?;
         drop(log);
-        let task_phase = engine.state().workflow().task_phase().clone();
         let state = engine.state();
-        let (tx, mut rx) = mpsc::unbounded();
-        let mut drive = Drive {
+        let (router, reports) = RunRouter::new();
+        Ok(Drive {
             inner,
             id: id.clone(),
-            title: state.title().to_owned(),
+            title: Arc::from(state.title()),
+            context: Arc::from(state.context()),
+            task_phase: state.workflow().task_phase().clone(),
             committed: state
                 .git()
                 .commits
@@ -267,25 +322,46 @@ impl<'a> Drive<'a> {
             engine,
             version,
             mode,
-            metrics: ExecutionMetrics {
-                started_at,
-                ..ExecutionMetrics::default()
-            },
-            tokens: HashMap::new(),
+            metrics: ExecutionMetrics::default(),
+            runs: RunTable::default(),
+            task_runner: None,
             pending_cache: HashMap::new(),
             gated: HashMap::new(),
             outcome: None,
-            inputs: initial.into(),
+            inputs: VecDeque::new(),
             sleep: None,
             launches: Vec::new(),
-            tx,
+            router,
+            reports,
             first: true,
-        };
-        let mut runs = FuturesUnordered::new();
+        })
+    }
+
+    /// The state of the milestone as the engine holds it.
+    pub(crate) fn state(&self) -> &milestone_core::MilestoneState {
+        self.engine.state()
+    }
+
+    /// The version of the log the engine has folded.
+    pub(crate) fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Feeds `initial` and carries on until the run finishes, pauses, or has nothing left.
+    pub(crate) async fn run(
+        &mut self,
+        cancel: CancelToken,
+        initial: Vec<Input>,
+    ) -> Result<Done, OrchestratorError> {
+        let drive = self;
+        drive.metrics.started_at = drive.inner.clock.now();
+        drive.inputs.extend(initial);
+        let mut runs: Runs<'a> = FuturesUnordered::new();
         let mut cancelled = cancel.cancelled();
         let mut cancel_seen = false;
         let mut acc = Step::default();
         let mut scratch = Step::default();
+        let mut launches = Vec::new();
         loop {
             drive.read_clock();
             while let Some(input) = drive.inputs.pop_front() {
@@ -293,10 +369,25 @@ impl<'a> Drive<'a> {
             }
             if !acc.events.is_empty() || !acc.commands.is_empty() {
                 drive.perform(&mut acc).await?;
-                for launch in drive.launches.drain(..) {
-                    runs.push(run_one(inner, mode, Some(task_phase.clone()), launch));
+                if !drive.launches.is_empty() {
+                    std::mem::swap(&mut launches, &mut drive.launches);
+                    // In-process runners usually finish when first polled: they are polled
+                    // here, and only those still pending join the set of runs.
+                    let pending: Vec<_> = poll_fn(|cx| {
+                        Poll::Ready(
+                            launches
+                                .drain(..)
+                                .filter_map(|launch| drive.launch_now(launch, cx))
+                                .collect(),
+                        )
+                    })
+                    .await;
+                    runs.extend(pending);
                 }
-                drive.metrics.max_parallel = drive.metrics.max_parallel.max(runs.len() as u32);
+                drive.metrics.max_parallel = drive
+                    .metrics
+                    .max_parallel
+                    .max(u32::try_from(drive.engine.running()).unwrap_or(u32::MAX));
                 if !drive.inputs.is_empty() {
                     continue;
                 }
@@ -317,8 +408,8 @@ impl<'a> Drive<'a> {
                 break;
             }
             let woke = poll_fn(|cx| {
-                if let Poll::Ready(Some((w, a, r))) = rx.poll_next_unpin(cx) {
-                    return Poll::Ready(Woke::Report(w, a, r));
+                if let Poll::Ready(Some((k, r))) = drive.reports.poll_next_unpin(cx) {
+                    return Poll::Ready(Woke::Report(k, r));
                 }
                 if !runs.is_empty()
                     && let Poll::Ready(Some(d)) = runs.poll_next_unpin(cx)
@@ -338,8 +429,8 @@ impl<'a> Drive<'a> {
             .await;
             drive.read_clock();
             match woke {
-                Woke::Report(w, a, r) => drive.inputs.push_back(r.into_input(w, a)),
-                Woke::Done(d) => drive.finish_run(d),
+                Woke::Report(k, r) => drive.report(k, r),
+                Woke::Done(d) => drive.finish_run(d.key, d.result, d.via),
                 Woke::Tick => {
                     drive.sleep = None;
                     drive.inputs.push_back(Input::Tick);
@@ -351,27 +442,104 @@ impl<'a> Drive<'a> {
             }
             // Whatever else is ready joins this batch (one append for all: group commit).
             while drive.inputs.len() < MAX_BATCH {
-                if let Ok((w, a, r)) = rx.try_recv() {
-                    drive.inputs.push_back(r.into_input(w, a));
+                if let Ok((k, r)) = drive.reports.try_recv() {
+                    drive.report(k, r);
                     continue;
                 }
                 match runs.next().now_or_never() {
-                    Some(Some(d)) => drive.finish_run(d),
+                    Some(Some(d)) => drive.finish_run(d.key, d.result, d.via),
                     _ => break,
                 }
             }
         }
         // Runs still in flight (cancelled ones, late ones) are told to stop and given a short
         // grace period to return, as the runner contract asks; then they are dropped.
-        for token in drive.tokens.values() {
-            token.cancel();
+        for run in drive.runs.iter() {
+            run.token.cancel();
         }
         if !runs.is_empty() {
             let drain = runs.for_each(|_| futures::future::ready(()));
-            let grace = inner.clock.sleep(CANCEL_GRACE_MS);
+            let grace = drive.inner.clock.sleep(CANCEL_GRACE_MS);
             futures::future::select(Box::pin(drain), grace).await;
         }
         Ok(drive.finish())
+    }
+
+    /// Starts a launch: an in-process runner is called and polled at once, and when it is
+    /// done its result is handled here; otherwise the run is returned for the loop to poll.
+    fn launch_now(
+        &mut self,
+        launch: Launch,
+        cx: &mut Context<'_>,
+    ) -> Option<futures::future::BoxFuture<'a, RunDone>> {
+        let inner = self.inner;
+        let direct = !launch.degraded
+            && match (&self.mode, &launch.request.role) {
+                (ExecutionMode::Direct, Role::Task) => true,
+                (ExecutionMode::Direct, Role::Phase(_)) => true,
+                (ExecutionMode::Hybrid, Role::Phase(p)) => *p != self.task_phase,
+                _ => false,
+            };
+        let runner: Option<&'a dyn AgentRunner> = match (direct, &launch.request.role) {
+            (false, _) => None,
+            (true, Role::Task) => *self
+                .task_runner
+                .get_or_insert_with(|| inner.registry.direct(&Role::Task).map(|r| &**r)),
+            (true, role) => inner.registry.direct(role).map(|r| &**r),
+        };
+        let Some(runner) = runner else {
+            return Some(Box::pin(run_one(
+                inner,
+                self.mode,
+                self.task_phase.clone(),
+                launch,
+            )));
+        };
+        let Launch {
+            key, request, ctx, ..
+        } = launch;
+        let deadline = request.deadline;
+        let token = ctx.cancel_token().clone();
+        let mut run = runner.run(request, ctx);
+        match run.as_mut().poll(cx) {
+            Poll::Ready(result) => {
+                if matches!(result, Err(AgentError::TimedOut { .. })) {
+                    token.cancel();
+                }
+                self.finish_run(key, result, Some(Via::Direct));
+                None
+            }
+            Poll::Pending => {
+                let work = self.runs.get(key).map(|m| m.work.clone());
+                Some(Box::pin(async move {
+                    let result = match with_timeout(&*inner.clock, deadline, run).await {
+                        Ok(result) => result,
+                        Err(_) => Err(AgentError::timed_out(format!(
+                            "{} ({}) ran past its deadline at {} ms",
+                            work.map_or_else(String::new, |w| w.to_string()),
+                            runner.name(),
+                            deadline.as_millis()
+                        ))),
+                    };
+                    if matches!(result, Err(AgentError::TimedOut { .. })) {
+                        token.cancel();
+                    }
+                    RunDone {
+                        key,
+                        result,
+                        via: Some(Via::Direct),
+                    }
+                }))
+            }
+        }
+    }
+
+    /// A progress report or hand-off from run `key`; dropped once the run has ended.
+    fn report(&mut self, key: u64, report: RunReport) {
+        if let Some(run) = self.runs.get(key) {
+            let input = report.into_input(run.work.clone(), run.attempt);
+            self.inputs.push_back(input);
+        }
     }
 
     /// Reads the clock (once per batch: every input of a batch is handled at one time).
@@ -424,6 +592,29 @@ impl<'a> Drive<'a> {
         Ok(())
     }
 
+    /// Appends the batch's `events`, handing them to the store (no copy when the store keeps
+    /// them as they are).
+    async fn append_owned(&mut self, events: Vec<Event>) -> Result<(), OrchestratorError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let n = events.len() as u64;
+        let first = self.version + 1;
+        let published = (!self.inner.hub.is_quiet()).then(|| events.clone());
+        let v = self
+            .inner
+            .store
+            .append_owned(&self.id, self.version, events)
+            .await?;
+        if let Some(events) = published {
+            self.inner.hub.publish(&self.id, first, &events);
+        }
+        self.version = v;
+        self.metrics.events_appended += n;
+        self.metrics.appends += 1;
+        Ok(())
+    }
+
     async fn append(&mut self, events: &[Event]) -> Result<(), OrchestratorError> {
         if events.is_empty() {
             return Ok(());
@@ -442,7 +633,8 @@ impl<'a> Drive<'a> {
 
     /// Persists the batch's events, then carries out its commands.
     async fn perform(&mut self, acc: &mut Step) -> Result<(), OrchestratorError> {
-        let events = std::mem::take(&mut acc.events);
+        let n = acc.events.len();
+        let events = std::mem::replace(&mut acc.events, Vec::with_capacity(n));
         let mut commands = std::mem::take(&mut acc.commands);
         // A phase commit asked for in the step that ends the milestone is made (and recorded)
         // before the final status is appended: a final milestone takes no more phase records.
@@ -467,11 +659,21 @@ impl<'a> Drive<'a> {
                 commands.retain(|c| !matches!(c, Command::CommitPhase { .. }));
                 self.append(&events[k..]).await?;
             }
-            None => self.append(&events).await?,
+            None => {
+                self.after_append(&events);
+                self.append_owned(events).await?;
+                return self.carry_out_all(acc, commands).await;
+            }
         }
         self.after_append(&events);
-        acc.events = events;
-        acc.events.clear();
+        self.carry_out_all(acc, commands).await
+    }
+
+    async fn carry_out_all(
+        &mut self,
+        acc: &mut Step,
+        mut commands: Vec<Command>,
+    ) -> Result<(), OrchestratorError> {
         for command in commands.drain(..) {
             self.carry_out(command).await?;
         }
@@ -502,10 +704,15 @@ impl<'a> Drive<'a> {
 
     async fn carry_out(&mut self, command: Command) -> Result<(), OrchestratorError> {
         match command {
-            Command::Start(start) => self.launch(start),
+            Command::Start(start) => self.launch(*start),
             Command::Cancel { work, attempt } => {
-                if let Some(t) = self.tokens.remove(&(work, attempt)) {
-                    t.cancel();
+                // Rare: a scan of the runs in flight.
+                if let Some(run) = self
+                    .runs
+                    .iter()
+                    .find(|r| r.attempt == attempt && r.work == work)
+                {
+                    run.token.cancel();
                 }
             }
             Command::Checkpoint { .. } if self.inner.snapshots => {
@@ -538,7 +745,7 @@ impl<'a> Drive<'a> {
         Ok(())
     }
 
-    fn launch(&mut self, start: Box<StartCommand>) {
+    fn launch(&mut self, start: StartCommand) {
         if start.reusable
             && let Some(cache) = &self.inner.cache
             && let Some(output) = cache.get(start.cache_key)
@@ -552,36 +759,37 @@ impl<'a> Drive<'a> {
             return;
         }
         let token = CancelToken::new();
-        self.tokens
-            .insert((start.work.clone(), start.attempt), token.clone());
-        let request = AgentRequest::from_start(&start, self.engine.state());
-        let sink: Arc<dyn ReportSink> = {
-            let tx = self.tx.clone();
-            let work = start.work.clone();
-            let attempt = start.attempt;
-            Arc::new(move |r: RunReport| {
-                // The loop holds the receiver for as long as anyone can report.
-                let _ = tx.unbounded_send((work.clone(), attempt, r));
-            })
-        };
-        let at = self.now();
-        self.launches.push(Launch {
+        let key = self.runs.insert(RunMeta {
+            seq: 0,
+            work: start.work.clone(),
+            attempt: start.attempt,
+            token: token.clone(),
+            started_at: self.last_now,
+            cache: start.reusable.then_some(start.cache_key),
+        });
+        let degraded = start.degraded;
+        let request = AgentRequest::for_start(
             start,
+            self.id.clone(),
+            Arc::clone(&self.title),
+            Arc::clone(&self.context),
+        );
+        let ctx = AgentContext::for_run(Arc::clone(&self.router), key, token);
+        self.launches.push(Launch {
+            key,
+            degraded,
             request,
-            ctx: AgentContext::with_sink(sink, token),
-            at,
+            ctx,
         });
     }
 
-    fn finish_run(&mut self, done: RunDone) {
-        let now = self.now();
-        self.metrics.busy_ms += now.millis_since(done.started_at);
-        if let Input::Finished { work, attempt, .. } | Input::Failed { work, attempt, .. } =
-            &done.input
-        {
-            self.tokens.remove(&(work.clone(), *attempt));
-        }
-        if let Some(via) = done.via {
+    /// Run `key` ended with `result`: its input joins the batch.
+    fn finish_run(&mut self, key: u64, result: Result<AgentOutput, AgentError>, via: Option<Via>) {
+        let Some(run) = self.runs.take(key) else {
+            return;
+        };
+        self.metrics.busy_ms += self.last_now.millis_since(run.started_at);
+        if let Some(via) = via {
             self.metrics.runs += 1;
             match via {
                 Via::Agent => self.metrics.agent_runs += 1,
@@ -590,7 +798,8 @@ impl<'a> Drive<'a> {
                 Via::Degraded => self.metrics.degraded_runs += 1,
             }
         }
-        for q in done.quality.values() {
+        let (input, quality) = result_input(run.work, run.attempt, result);
+        for q in quality.values() {
             self.metrics.quality_sum += q;
             self.metrics.quality_count += 1;
         }
@@ -598,9 +807,9 @@ impl<'a> Drive<'a> {
             work: Work::Item(item),
             output,
             ..
-        } = &done.input
+        } = &input
         {
-            if let (Some(key), Some(_)) = (done.cache, &self.inner.cache) {
+            if let (Some(key), Some(_)) = (run.cache, &self.inner.cache) {
                 self.pending_cache
                     .insert(item.clone(), (key, output.clone()));
             }
@@ -610,7 +819,7 @@ impl<'a> Drive<'a> {
                 self.gated.insert(item.clone(), output.clone());
             }
         }
-        self.inputs.push_back(done.input);
+        self.inputs.push_back(input);
     }
 
     async fn commit(&mut self, phase: &PhaseId) -> Result<(), OrchestratorError> {
@@ -706,7 +915,7 @@ impl<'a> Drive<'a> {
         let work = Work::Item(ItemRef::Phase(last_phase));
         let mut request = AgentRequest::new(self.id.clone(), role, work.clone());
         request.title = self.title.clone();
-        request.context = self.engine.state().context().to_owned();
+        request.context = Arc::clone(&self.context);
         request.input = vec![Upstream {
             from: work,
             data: serde_json::json!({ "conflicts": paths }),
@@ -737,25 +946,28 @@ impl<'a> Drive<'a> {
         }
     }
 
-    fn finish(mut self) -> Done {
+    /// The report of the run that just ended; the metrics start again from zero.
+    fn finish(&mut self) -> Done {
         let now = self.read_clock();
         self.metrics.finished_at = now;
+        let metrics = std::mem::take(&mut self.metrics);
+        let outcome = self.outcome.take();
         let state = self.engine.state();
-        let plan = match self.outcome {
+        let plan = match outcome {
             Some(Outcome::Planned) => state.plan().cloned(),
             _ => None,
         };
         Done {
             report: Report {
-                milestone: self.id,
+                milestone: self.id.clone(),
                 status: state.status(),
-                outcome: self.outcome,
+                outcome,
                 intervention: state.intervention().cloned(),
                 mode: self.mode,
                 strategy: self.engine.strategy(),
                 progress: ProgressReport::compute(state, now, None),
                 phases: PhaseTiming::of(state),
-                metrics: self.metrics,
+                metrics,
                 version: self.version,
             },
             plan,

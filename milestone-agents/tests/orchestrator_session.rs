@@ -1,0 +1,178 @@
+//! `Orchestrator::open` and `Session`: a milestone loaded once, run, inspected, and refused
+//! when it is claimed or when its run failed.
+
+mod orchestrator_support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use futures::executor::block_on;
+use milestone_agents::orchestrator::{Orchestrator, OrchestratorError, PlanSpec};
+use milestone_core::{Event, MilestoneId, MilestoneStatus, Mode};
+use milestone_state::{Checkpoint, InMemory, Loaded, StateStore, StoreError};
+use orchestrator_support::*;
+
+fn id(s: &str) -> MilestoneId {
+    MilestoneId::new(s).unwrap()
+}
+
+/// A planned, transitioned milestone `m` in `store`, and an orchestrator over it.
+fn ready(store: Arc<dyn StateStore>, log: &RunLog, m: &MilestoneId) -> Orchestrator {
+    let o = Orchestrator::builder()
+        .registry(registry(log))
+        .store(store)
+        .build()
+        .unwrap();
+    block_on(async {
+        o.plan(PlanSpec::new(m.clone(), "Add login")).await?;
+        o.transition(m).await
+    })
+    .unwrap();
+    o
+}
+
+#[test]
+fn a_session_runs_once_and_shows_the_state_it_left() {
+    let log = RunLog::default();
+    let store = Arc::new(InMemory::new());
+    let m = id("login");
+    let o = ready(store.clone(), &log, &m);
+    let mut session = block_on(o.open(&m)).unwrap();
+    let opened_at = session.version();
+    assert_eq!(opened_at, block_on(store.load(&m)).unwrap().version);
+    assert_eq!(session.state().mode(), Mode::Execution);
+    assert_eq!(session.state().status(), MilestoneStatus::Active);
+    assert!(log.lock().unwrap().is_empty(), "opening runs nothing");
+
+    let report = block_on(session.execute()).unwrap();
+    assert_eq!(report.status, MilestoneStatus::Completed);
+    assert_eq!(report.metrics.runs, 6);
+    assert_eq!(session.state().status(), MilestoneStatus::Completed);
+    assert_eq!(session.version(), report.version);
+    assert_eq!(
+        block_on(store.load(&m)).unwrap().state,
+        *session.state(),
+        "the session's state is the store's"
+    );
+    // Running again runs nothing more.
+    let again = block_on(session.execute()).unwrap();
+    assert_eq!(again.status, MilestoneStatus::Completed);
+    assert_eq!(again.metrics.runs, 0);
+    assert_eq!(log.lock().unwrap().len(), 6);
+}
+
+#[test]
+fn an_open_session_claims_its_milestone() {
+    let log = RunLog::default();
+    let m = id("claimed");
+    let o = ready(Arc::new(InMemory::new()), &log, &m);
+    let session = block_on(o.open(&m)).unwrap();
+    assert!(matches!(
+        block_on(o.execute(&m)),
+        Err(OrchestratorError::AlreadyRunning(x)) if x == m
+    ));
+    assert!(matches!(
+        block_on(o.open(&m)),
+        Err(OrchestratorError::AlreadyRunning(_))
+    ));
+    drop(session);
+    assert_eq!(
+        block_on(o.execute(&m)).unwrap().status,
+        MilestoneStatus::Completed
+    );
+    assert!(matches!(
+        block_on(o.open(&id("nowhere"))),
+        Err(OrchestratorError::NotFound(x)) if x == id("nowhere")
+    ));
+}
+
+/// A store whose appends fail once `budget` of them have been made.
+#[derive(Debug)]
+struct Failing {
+    inner: InMemory,
+    budget: AtomicUsize,
+}
+
+#[async_trait]
+impl StateStore for Failing {
+    async fn create(&self, created: &Event) -> Result<u64, StoreError> {
+        self.inner.create(created).await
+    }
+    async fn append(&self, id: &MilestoneId, v: u64, events: &[Event]) -> Result<u64, StoreError> {
+        if self
+            .budget
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1))
+            .is_err()
+        {
+            return Err(StoreError::Io {
+                path: "log.jsonl".into(),
+                source: std::io::Error::other("the disk is gone"),
+            });
+        }
+        self.inner.append(id, v, events).await
+    }
+    async fn load(&self, id: &MilestoneId) -> Result<Loaded, StoreError> {
+        self.inner.load(id).await
+    }
+    async fn list(&self) -> Result<Vec<MilestoneId>, StoreError> {
+        self.inner.list().await
+    }
+    async fn checkpoint(
+        &self,
+        id: &MilestoneId,
+        label: &str,
+        at: milestone_core::Timestamp,
+    ) -> Result<Checkpoint, StoreError> {
+        self.inner.checkpoint(id, label, at).await
+    }
+    async fn checkpoints(&self, id: &MilestoneId) -> Result<Vec<Checkpoint>, StoreError> {
+        self.inner.checkpoints(id).await
+    }
+    async fn restore(
+        &self,
+        id: &MilestoneId,
+        label: &str,
+        at: milestone_core::Timestamp,
+    ) -> Result<u64, StoreError> {
+        self.inner.restore(id, label, at).await
+    }
+    async fn read_events(&self, id: &MilestoneId, from: u64) -> Result<Vec<Event>, StoreError> {
+        self.inner.read_events(id, from).await
+    }
+    async fn snapshot(&self, id: &MilestoneId) -> Result<u64, StoreError> {
+        self.inner.snapshot(id).await
+    }
+    async fn delete(&self, id: &MilestoneId) -> Result<(), StoreError> {
+        self.inner.delete(id).await
+    }
+}
+
+#[test]
+fn a_failed_session_is_not_run_again_and_a_new_one_finishes() {
+    let log = RunLog::default();
+    let store = Arc::new(Failing {
+        inner: InMemory::new(),
+        budget: AtomicUsize::new(usize::MAX),
+    });
+    let m = id("flaky");
+    let o = ready(store.clone(), &log, &m);
+    // Two more appends succeed, then the store fails.
+    store.budget.store(2, Ordering::SeqCst);
+    let mut session = block_on(o.open(&m)).unwrap();
+    assert!(matches!(
+        block_on(session.execute()),
+        Err(OrchestratorError::Store(_))
+    ));
+    assert!(matches!(
+        block_on(session.execute()),
+        Err(OrchestratorError::SessionFailed(x)) if x == m
+    ));
+    drop(session);
+    store.budget.store(usize::MAX, Ordering::SeqCst);
+    let report = block_on(async { o.open(&m).await?.execute().await }).unwrap();
+    assert_eq!(report.status, MilestoneStatus::Completed);
+    let stored = block_on(store.load(&m)).unwrap();
+    assert_eq!(stored.state.status(), MilestoneStatus::Completed);
+    assert_eq!(stored.version, report.version);
+}
