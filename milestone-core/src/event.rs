@@ -725,7 +725,15 @@ impl MilestoneState {
         }
         let slot = match item {
             ItemRef::Phase(p) => self.data.workflow.position(p.as_str()).map(Slot::Phase),
-            ItemRef::Task(t) => self.task_index.get(t.as_str()).copied().map(Slot::Task),
+            ItemRef::Task(t) => {
+                let tasks = &self.data.tasks;
+                self.task_addr
+                    .get(t.as_str().as_ptr() as usize, |i| {
+                        tasks[i].spec.id.as_str().as_ptr() as usize
+                    })
+                    .or_else(|| self.task_index.get(t.as_str()).copied())
+                    .map(Slot::Task)
+            }
         };
         slot.ok_or_else(|| TransitionError::UnknownItem { item: item.clone() })
     }
@@ -867,6 +875,7 @@ impl MilestoneState {
             return Err(TransitionError::Tasks(Problems(problems)));
         }
         self.data.tasks.reserve(tasks.len());
+        let first = self.data.tasks.len();
         for t in tasks {
             self.task_index.insert(t.id.clone(), self.data.tasks.len());
             self.task_total += u128::from(t.progress_weight()) * 10_000;
@@ -875,6 +884,10 @@ impl MilestoneState {
                 item: ItemState::default(),
             });
         }
+        let all = &self.data.tasks;
+        self.task_addr.extend(first, all.len(), |i| {
+            all[i].spec.id.as_str().as_ptr() as usize
+        });
         Ok(())
     }
 }

@@ -26,6 +26,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod addr_index;
 pub mod bridge;
 pub mod complexity;
 pub mod dag;

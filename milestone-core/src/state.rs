@@ -601,6 +601,8 @@ pub struct MilestoneState {
     pub(crate) data: StateData,
     /// Task id → position in `data.tasks`.
     pub(crate) task_index: HashMap<TaskId, usize, IdHashState>,
+    /// Task id text address → position: the shortcut tried before `task_index`.
+    pub(crate) task_addr: crate::addr_index::AddrIndex,
     /// Σ weight × progress (basis points) of the tasks, for O(1) task-phase progress.
     pub(crate) task_done: u128,
     /// Σ weight × 10 000 of the tasks.
@@ -666,6 +668,7 @@ impl MilestoneState {
                 events_applied: 1,
             },
             task_index: HashMap::default(),
+            task_addr: Default::default(),
             task_done: 0,
             task_total: 0,
             task_phase_pos,
@@ -813,9 +816,14 @@ impl MilestoneState {
             task_done += w * u128::from(t.item.progress.basis_points());
         }
         let task_phase_pos = task_phase_position(&data.workflow);
+        let mut task_addr = crate::addr_index::AddrIndex::default();
+        task_addr.extend(0, data.tasks.len(), |i| {
+            data.tasks[i].spec.id.as_str().as_ptr() as usize
+        });
         Ok(MilestoneState {
             data,
             task_index,
+            task_addr,
             task_done,
             task_total,
             task_phase_pos,
