@@ -453,16 +453,13 @@ impl Orchestrator {
     /// # Errors
     /// As [`Orchestrator::execute`].
     pub async fn resume(&self, id: &MilestoneId) -> Result<Report, OrchestratorError> {
-        let mode = match self.inner.store.load(id).await {
-            Ok(l) => l.state.mode(),
-            Err(e) => return Err(not_found(e, id)),
-        };
-        let start = if mode == Mode::Planning {
+        let mut session = self.open(id).await?;
+        let start = if session.state().mode() == Mode::Planning {
             StartMode::Planning
         } else {
             StartMode::Execution
         };
-        self.drive(id, vec![Input::Start(start)]).await
+        session.run(vec![Input::Start(start)]).await
     }
 
     /// Answers the open intervention and carries on as [`Orchestrator::execute`] does.

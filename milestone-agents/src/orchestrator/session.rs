@@ -104,16 +104,15 @@ impl Session<'_> {
     /// As [`Orchestrator::execute`]; [`OrchestratorError::SessionFailed`] once a run of this
     /// session has failed.
     pub async fn execute(&mut self) -> Result<Report, OrchestratorError> {
+        self.run(vec![Input::Start(StartMode::Execution)]).await
+    }
+
+    /// Feeds `inputs` and runs until the run ends.
+    pub(crate) async fn run(&mut self, inputs: Vec<Input>) -> Result<Report, OrchestratorError> {
         if self.failed {
             return Err(OrchestratorError::SessionFailed(self.state().id().clone()));
         }
-        let result = self
-            .drive
-            .run(
-                self.cancel.clone(),
-                vec![Input::Start(StartMode::Execution)],
-            )
-            .await;
+        let result = self.drive.run(self.cancel.clone(), inputs).await;
         self.failed = result.is_err();
         result.map(|done| done.report)
     }
