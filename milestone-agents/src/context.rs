@@ -45,7 +45,31 @@ impl Report {
 /// A cancellation flag shared by everyone who holds a clone: cheap to check, and awaitable.
 #[derive(Clone, Default)]
 pub struct CancelToken {
-    inner: Arc<CancelInner>,
+    inner: TokenRef,
+}
+
+/// Where a token's flag lives: its own allocation, or inside the context of an orchestrator
+/// run (one allocation per run for both).
+#[derive(Clone)]
+enum TokenRef {
+    Own(Arc<CancelInner>),
+    Run(Arc<Shared>),
+}
+
+impl Default for TokenRef {
+    fn default() -> TokenRef {
+        TokenRef::Own(Arc::default())
+    }
+}
+
+impl std::ops::Deref for TokenRef {
+    type Target = CancelInner;
+    fn deref(&self) -> &CancelInner {
+        match self {
+            TokenRef::Own(inner) => inner,
+            TokenRef::Run(shared) => &shared.cancel,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -93,7 +117,7 @@ impl CancelToken {
     /// A future that completes once the token is cancelled.
     pub fn cancelled(&self) -> Cancelled {
         Cancelled {
-            inner: Arc::clone(&self.inner),
+            inner: self.inner.clone(),
             slot: self.inner.next.fetch_add(1, Ordering::Relaxed),
         }
     }
@@ -102,7 +126,7 @@ impl CancelToken {
 /// The future of [`CancelToken::cancelled`].
 #[must_use = "futures do nothing unless polled"]
 pub struct Cancelled {
-    inner: Arc<CancelInner>,
+    inner: TokenRef,
     slot: u64,
 }
 
@@ -182,6 +206,8 @@ impl RunRouter {
 struct Shared {
     sink: Sink,
     last: AtomicU16,
+    /// The flag of the run's token when the context was made with it (`for_run`).
+    cancel: CancelInner,
 }
 
 /// What a runner gets besides its request: a way to report progress, hand off partial results
@@ -211,6 +237,7 @@ impl AgentContext {
             shared: Arc::new(Shared {
                 sink,
                 last: AtomicU16::new(0),
+                cancel: CancelInner::default(),
             }),
             cancel,
         }
@@ -231,9 +258,20 @@ impl AgentContext {
         AgentContext::with(Sink::Custom(sink), cancel)
     }
 
-    /// A context of one orchestrator run: reports go to `router` tagged with `key`.
-    pub(crate) fn for_run(router: Arc<RunRouter>, key: u64, cancel: CancelToken) -> AgentContext {
-        AgentContext::with(Sink::Run(router, key), cancel)
+    /// A context of one orchestrator run: reports go to `router` tagged with `key`; its token
+    /// ([`cancel_token`](AgentContext::cancel_token)) lives in the same allocation.
+    pub(crate) fn for_run(router: Arc<RunRouter>, key: u64) -> AgentContext {
+        let shared = Arc::new(Shared {
+            sink: Sink::Run(router, key),
+            last: AtomicU16::new(0),
+            cancel: CancelInner::default(),
+        });
+        AgentContext {
+            cancel: CancelToken {
+                inner: TokenRef::Run(Arc::clone(&shared)),
+            },
+            shared,
+        }
     }
 
     /// A context whose reports go nowhere, cancelled through `cancel`.
@@ -332,6 +370,36 @@ mod tests {
     use super::*;
     use futures::FutureExt;
     use proptest::prelude::*;
+
+    /// A run's context: reports reach the router tagged with the run's key, and its token
+    /// (in the same allocation) cancels every clone and wakes waiters.
+    #[test]
+    fn a_run_context_reports_by_key_and_cancels_through_its_token() {
+        let (router, mut rx) = RunRouter::new();
+        let ctx = AgentContext::for_run(router, 42);
+        let token = ctx.cancel_token().clone();
+        ctx.report_progress(0.5);
+        ctx.clone().hand_off(serde_json::json!({"a": 1}));
+        assert_eq!(
+            rx.try_recv().ok(),
+            Some((42, Report::Progress(Progress::from_basis_points(5_000))))
+        );
+        assert_eq!(
+            rx.try_recv().ok(),
+            Some((42, Report::Handoff(serde_json::json!({"a": 1}))))
+        );
+        let mut waiting = ctx.cancelled();
+        assert!((&mut waiting).now_or_never().is_none());
+        assert!(!ctx.is_cancelled());
+        token.cancel();
+        assert!(ctx.is_cancelled() && ctx.clone().is_cancelled());
+        assert!(waiting.now_or_never().is_some());
+        // A host's own token is still the one a context made with it sees.
+        let own = CancelToken::new();
+        let hosted = AgentContext::detached(own.clone());
+        own.cancel();
+        assert!(hosted.is_cancelled());
+    }
 
     #[test]
     fn cancellation_wakes_every_waiter_and_is_idempotent() {

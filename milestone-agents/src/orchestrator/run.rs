@@ -76,7 +76,8 @@ struct RunMeta {
     seq: u32,
     work: Work,
     attempt: u32,
-    token: CancelToken,
+    /// Set once the run's context exists.
+    token: Option<CancelToken>,
     started_at: Timestamp,
     cache: Option<milestone_core::engine::CacheKey>,
 }
@@ -112,6 +113,13 @@ impl RunTable {
         self.slots
             .get(key as u32 as usize)
             .and_then(Option::as_ref)
+            .filter(|m| m.seq == (key >> 32) as u32)
+    }
+
+    fn get_mut(&mut self, key: u64) -> Option<&mut RunMeta> {
+        self.slots
+            .get_mut(key as u32 as usize)
+            .and_then(Option::as_mut)
             .filter(|m| m.seq == (key >> 32) as u32)
     }
 
@@ -454,8 +462,8 @@ impl<'a> Drive<'a> {
         }
         // Runs still in flight (cancelled ones, late ones) are told to stop and given a short
         // grace period to return, as the runner contract asks; then they are dropped.
-        for run in drive.runs.iter() {
-            run.token.cancel();
+        for token in drive.runs.iter().filter_map(|r| r.token.as_ref()) {
+            token.cancel();
         }
         if !runs.is_empty() {
             let drain = runs.for_each(|_| futures::future::ready(()));
@@ -711,8 +719,9 @@ impl<'a> Drive<'a> {
                     .runs
                     .iter()
                     .find(|r| r.attempt == attempt && r.work == work)
+                    && let Some(token) = &run.token
                 {
-                    run.token.cancel();
+                    token.cancel();
                 }
             }
             Command::Checkpoint { .. } if self.inner.snapshots => {
@@ -758,15 +767,18 @@ impl<'a> Drive<'a> {
             });
             return;
         }
-        let token = CancelToken::new();
         let key = self.runs.insert(RunMeta {
             seq: 0,
             work: start.work.clone(),
             attempt: start.attempt,
-            token: token.clone(),
+            token: None,
             started_at: self.last_now,
             cache: start.reusable.then_some(start.cache_key),
         });
+        let ctx = AgentContext::for_run(Arc::clone(&self.router), key);
+        if let Some(run) = self.runs.get_mut(key) {
+            run.token = Some(ctx.cancel_token().clone());
+        }
         let degraded = start.degraded;
         let request = AgentRequest::for_start(
             start,
@@ -774,7 +786,6 @@ impl<'a> Drive<'a> {
             Arc::clone(&self.title),
             Arc::clone(&self.context),
         );
-        let ctx = AgentContext::for_run(Arc::clone(&self.router), key, token);
         self.launches.push(Launch {
             key,
             degraded,
