@@ -290,13 +290,22 @@ fn kill_group(pgid: u32) -> bool {
 
 enum Line {
     Text(String),
+    /// A line that is not UTF-8: never a JSON message, so it is ignored like other noise
+    /// (never read with replacement characters, which could turn it into a message).
+    NotUtf8(String),
     TooLong,
     Failed(io::Error),
 }
 
-fn read_stdout(out: impl Read, max: usize, tx: mpsc::UnboundedSender<Line>) {
+/// Lines read ahead of the run's loop at most: beyond, the reader waits, and so does a child
+/// writing faster than the loop reads (its pipe fills), instead of lines piling up in memory.
+const LINES_AHEAD: usize = 64;
+
+fn read_stdout(out: impl Read, max: usize, mut tx: mpsc::Sender<Line>) {
+    use futures::SinkExt;
     let mut reader = BufReader::new(out);
     let mut buf = Vec::new();
+    let mut send = |line: Line| futures::executor::block_on(tx.send(line)).is_ok();
     loop {
         buf.clear();
         let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
@@ -305,17 +314,20 @@ fn read_stdout(out: impl Read, max: usize, tx: mpsc::UnboundedSender<Line>) {
             Ok(_) => {
                 let ended = buf.last() == Some(&b'\n');
                 if !ended && buf.len() > max {
-                    let _ = tx.unbounded_send(Line::TooLong);
+                    send(Line::TooLong);
                     return;
                 }
-                let text = String::from_utf8_lossy(&buf).into_owned();
-                if tx.unbounded_send(Line::Text(text)).is_err() {
+                let line = match std::str::from_utf8(&buf) {
+                    Ok(text) => Line::Text(text.to_owned()),
+                    Err(_) => Line::NotUtf8(String::from_utf8_lossy(&buf).into_owned()),
+                };
+                if !send(line) {
                     return;
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
-                let _ = tx.unbounded_send(Line::Failed(e));
+                send(Line::Failed(e));
                 return;
             }
         }
@@ -527,7 +539,7 @@ impl AgentRunner for CommandAgent {
             )));
         };
 
-        let (line_tx, mut lines) = mpsc::unbounded();
+        let (line_tx, mut lines) = mpsc::channel(LINES_AHEAD);
         let (exit_tx, mut exit_rx) = oneshot::channel();
         let (err_tx, mut err_rx) = oneshot::channel();
         let max_line = self.max_line_bytes;
@@ -632,6 +644,11 @@ impl AgentRunner for CommandAgent {
                     )));
                 }
                 Event::Line(Some(Line::Text(text))) => transcript.feed(&text, &ctx),
+                Event::Line(Some(Line::NotUtf8(text))) => {
+                    transcript.lines += 1;
+                    let n = transcript.lines;
+                    transcript.ignore(n, &format!("(not UTF-8) {text}"));
+                }
                 Event::Line(Some(Line::TooLong)) => {
                     stop(&mut killer, exit_rx, exit.is_some()).await;
                     return Err(AgentError::invalid_output(format!(

@@ -201,6 +201,48 @@ fn garbage_or_malformed_output_is_a_typed_error_naming_the_problem() {
     );
 }
 
+/// A stdout line that is not UTF-8 is never read as a message (no replacement characters
+/// turning it into JSON): it is ignored like other noise, and named when no output follows.
+#[test]
+fn a_stdout_line_that_is_not_utf8_is_not_a_message() {
+    // `{"output": {"summary": "caf<0xe9>"}}`: JSON once made lossy, but not UTF-8.
+    let (_s, agent) = sh("printf '{\"output\": {\"summary\": \"caf\\351\"}}\\n'\n");
+    match run(&agent, request()).0 {
+        Err(AgentError::InvalidOutput { message }) => {
+            assert!(message.contains("no output"), "{message}");
+            assert!(message.contains("line 1: \"(not UTF-8)"), "{message}");
+        }
+        other => panic!("expected invalid output, got {other:?}"),
+    }
+    // The same noise before a real output does not spoil it.
+    let (_t, agent) = sh("printf 'caf\\351\\n'\necho '{\"output\": {\"summary\": \"fine\"}}'\n");
+    assert_eq!(run(&agent, request()).0.expect("success").summary, "fine");
+}
+
+/// A child printing far more lines than the loop keeps ahead is slowed by its pipe, not
+/// buffered without bound, and every progress report still arrives in order.
+#[test]
+fn a_flood_of_stdout_lines_is_read_through_with_back_pressure() {
+    let (_s, agent) = py(
+        "import sys\nfor i in range(1, 20001):\n    print('{\"progress\": %f}' % (i / 20001.0))\n\
+         print('{\"output\": {\"summary\": \"flood\"}}')\n",
+    );
+    let (result, reports) = run(&agent, request());
+    assert_eq!(result.expect("success").summary, "flood");
+    let marks: Vec<u16> = reports
+        .iter()
+        .filter_map(|r| match r {
+            Report::Progress(p) => Some(p.basis_points()),
+            _ => None,
+        })
+        .collect();
+    assert!(marks.len() > 1000, "{}", marks.len());
+    assert!(
+        marks.windows(2).all(|w| w[0] < w[1]),
+        "progress is monotone"
+    );
+}
+
 #[test]
 fn exit_codes_map_to_transient_or_permanent_with_stderr_quoted() {
     fn check(agent: CommandAgent, expected: fn(&AgentError) -> bool, text: &str) {
