@@ -122,6 +122,12 @@ struct LogMemory {
     degraded: HashMap<ItemRef, bool>,
     /// The highest attempt started per item (attempt numbers keep rising across rollbacks).
     attempts: HashMap<ItemRef, u32>,
+    /// Whether the task phase's latest attempt started as a container (tasks existed when it
+    /// started) or with an agent of its own (none did: it may have received tasks since, under
+    /// the pipeline strategy). `None` when the log does not tell (no start since the last
+    /// rollback, or an engine built from a state alone): then it is a container iff it has
+    /// tasks.
+    receiver_container: Option<bool>,
 }
 
 /// The scheduling engine. See the module docs.
@@ -225,6 +231,7 @@ impl Engine {
                     }
                     mem.retries.clear();
                     mem.degraded.clear();
+                    mem.receiver_container = None;
                 }
                 Event::RetryScheduled {
                     item,
@@ -236,6 +243,11 @@ impl Engine {
                         .insert(item.clone(), (*attempt, not_before.as_millis()));
                 }
                 Event::ItemStarted { item, attempt, .. } => {
+                    if let ItemRef::Phase(p) = item
+                        && p == state.workflow().task_phase()
+                    {
+                        mem.receiver_container = Some(!state.tasks().is_empty());
+                    }
                     mem.retries.remove(item);
                     let a = mem.attempts.entry(item.clone()).or_insert(0);
                     *a = (*a).max(*attempt);
@@ -255,7 +267,9 @@ impl Engine {
         checkpoints: Vec<(String, MilestoneState)>,
         mem: LogMemory,
     ) -> Result<Engine, EngineError> {
-        config.validate().map_err(EngineError::Config)?;
+        config
+            .validate_for(state.workflow())
+            .map_err(EngineError::Config)?;
         let mut h = hash::Fnv::new();
         h.str(state.id().as_str());
         let idem_base = h.finish();
