@@ -19,9 +19,15 @@
 //!   [`TaskSpec`](crate::TaskSpec)s adds those tasks (ordered after their dependencies, stably)
 //!   to the workflow's task phase ([`Workflow::task_phase`](crate::Workflow::task_phase),
 //!   `execute` in KIRO); an invalid list fails the producing item permanently with every
-//!   problem in the message. A task phase that has tasks when it starts runs only through them
-//!   (no agent of its own); it completes once all its tasks are done. Without tasks it runs as
-//!   an ordinary phase, and tasks added while it runs must finish before it completes.
+//!   problem in the message. A producer that runs again may list the same tasks again: those
+//!   already present with an identical spec are skipped, a same id with another spec is
+//!   refused. A task phase that has tasks when it starts runs only through them (no agent of
+//!   its own); it completes once all its tasks are done. Without tasks it runs as an ordinary
+//!   phase, and tasks added while it runs must finish before it completes (after a resume its
+//!   agent starts again).
+//! - **One phase at a time.** [`EngineConfig::phase_filter`] restricts which phases may start;
+//!   once nothing it allows is left, the run ends with [`Outcome::PhasesDone`] and the
+//!   milestone stays active for a later run.
 //! - **Timeouts.** Every start carries a deadline from its phase's limits; an [`Input::Tick`]
 //!   past it fails the attempt as timed out and cancels it.
 //! - **Gates.** A finished phase must name each of its expected outputs as an artifact; when
