@@ -242,10 +242,15 @@ impl<'a> Drive<'a> {
         version: u64,
         cancel: CancelToken,
         initial: Vec<Input>,
+        call: super::phase::Call,
     ) -> Result<Done, OrchestratorError> {
         let started_at = inner.clock.now();
         let mut config = inner.config.clone();
-        let mode = choose_mode(inner, &log, &mut config).await;
+        if call.phases.is_some() {
+            config.phase_filter = call.phases;
+        }
+        let chosen = choose_mode(inner, &log, &mut config).await;
+        let mode = call.mode.unwrap_or(chosen);
         let engine = Engine::resume(&log, config)?;
         drop(log);
         let task_phase = engine.state().workflow().task_phase().clone();
