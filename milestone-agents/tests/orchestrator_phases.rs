@@ -405,3 +405,58 @@ fn runs_of_any(log: &RunLog, work: &str) -> usize {
         .filter(|e| e.split_once(':').map(|(_, w)| w) == Some(work))
         .count()
 }
+
+#[test]
+fn an_intervention_in_a_phase_call_is_answered_keeping_to_that_phase() {
+    use milestone_core::Decision;
+    use milestone_core::engine::{EngineConfig, RecoveryStep};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let log = RunLog::default();
+    let store = Arc::new(InMemory::new());
+    let mut r = registry(&log);
+    let tries = Arc::new(AtomicUsize::new(0));
+    let (l, t) = (log.clone(), tries.clone());
+    r.bind_direct(
+        Role::Phase(ph("spec")),
+        FnAgent::sync("flaky-spec", move |req: AgentRequest| {
+            l.lock().unwrap().push(format!("direct:{}", entry(&req)));
+            if t.fetch_add(1, Ordering::SeqCst) == 0 {
+                Err(AgentError::permanent("the spec does not parse"))
+            } else {
+                Ok(phase_output(&req))
+            }
+        }),
+    );
+    let mut config = EngineConfig::default();
+    config.recovery.order = vec![RecoveryStep::Intervene];
+    let o = Orchestrator::builder()
+        .registry(r)
+        .store(store.clone())
+        .engine_config(config)
+        .mode(ModePolicy::Fixed(ExecutionMode::Direct))
+        .build()
+        .unwrap();
+    let m = id("ask");
+    transitioned(&o, &m);
+    block_on(o.execute_phase(&m, &ph("design"), None)).unwrap();
+    let paused = block_on(o.execute_phase(&m, &ph("spec"), None)).unwrap();
+    assert_eq!(paused.status, MilestoneStatus::AwaitingIntervention);
+    assert!(paused.intervention.is_some());
+    // An unknown phase is refused before the answer is recorded.
+    assert!(matches!(
+        block_on(o.answer_phase(&m, Decision::Retry, &ph("deploy"), None)),
+        Err(OrchestratorError::UnknownPhase { .. })
+    ));
+    let report = block_on(o.answer_phase(&m, Decision::Retry, &ph("spec"), None)).unwrap();
+    assert_eq!(report.outcome, done(&[]));
+    assert_eq!(report.status, MilestoneStatus::Active);
+    assert_eq!(
+        runs_since(&log, 0),
+        [
+            "direct:phase design",
+            "direct:phase spec",
+            "direct:phase spec"
+        ],
+        "task did not start"
+    );
+}

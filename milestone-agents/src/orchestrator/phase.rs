@@ -9,7 +9,7 @@
 //! commit is made when it completes, and the milestone's tag only when the milestone completes.
 
 use milestone_core::engine::{Input, Outcome, StartMode, Strategy};
-use milestone_core::{ExecutionMode, MilestoneId, MilestoneState, Mode, PhaseId};
+use milestone_core::{Decision, Event, ExecutionMode, MilestoneId, MilestoneState, Mode, PhaseId};
 
 use super::{Orchestrator, OrchestratorError, Report, not_found, run};
 
@@ -45,6 +45,9 @@ impl Orchestrator {
     /// - **After a crash** or a dropped call, calling again carries on: completed work is not
     ///   run again. Phases outside this call that a crash left in progress are left as they
     ///   are; the next call that includes them (or [`Orchestrator::execute`]) restarts them.
+    ///   [`Orchestrator::resume`] and [`Orchestrator::answer`] carry on the *whole* milestone,
+    ///   as `execute` does; [`Orchestrator::answer_phase`] answers an intervention and keeps to
+    ///   one phase.
     ///
     /// ```
     /// use std::sync::Arc;
@@ -164,6 +167,43 @@ impl Orchestrator {
             });
         }
         Ok(report)
+    }
+}
+
+impl Orchestrator {
+    /// Answers the open intervention, then carries on as
+    /// [`Orchestrator::execute_phase`] does for `phase` (with `mode`, when given): the answer a
+    /// host gives while it runs the milestone one phase at a time.
+    ///
+    /// # Errors
+    /// [`OrchestratorError::UnknownPhase`]; [`OrchestratorError::Engine`] when the answer does
+    /// not fit the open intervention (or there is none); as [`Orchestrator::execute`].
+    pub async fn answer_phase(
+        &self,
+        id: &MilestoneId,
+        decision: Decision,
+        phase: &PhaseId,
+        mode: Option<ExecutionMode>,
+    ) -> Result<Report, OrchestratorError> {
+        let (_guard, cancel) = self.claim(id)?;
+        let log = self.read_log(id).await?;
+        let known = log.first().is_some_and(|e| {
+            matches!(e, Event::Created { workflow, .. } if workflow.position(phase.as_str()).is_some())
+        });
+        if !known {
+            return Err(OrchestratorError::UnknownPhase {
+                id: id.clone(),
+                phase: phase.clone(),
+            });
+        }
+        let version = log.len() as u64;
+        let call = Call {
+            mode,
+            phases: Some(vec![phase.clone()]),
+        };
+        let inputs = vec![Input::Answer(decision), Input::Start(StartMode::Execution)];
+        let done = run::Drive::start(&self.inner, id, log, version, cancel, inputs, call).await?;
+        Ok(done.report)
     }
 }
 
