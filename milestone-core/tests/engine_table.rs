@@ -1252,6 +1252,13 @@ fn a_phase_filter_runs_only_its_phases() {
         only(two(&[]), &["a"]).host_gate("a", &[false, true]),
         &format!("{SEQ} +a1 x:a:gate retry:a2 +a2 ok:a =phases-done:"),
     );
+    // A rollback inside a filtered run goes back to the last phase boundary, and carries on.
+    check(
+        only(three_chain(), &["a", "b"])
+            .acts("b", &[Fail(Transient), Ok])
+            .order(&[Rollback]),
+        &format!("{SEQ} +a1 ok:a +b1 x:b:transient rollback:after-a +b2 ok:b =phases-done:"),
+    );
     // Failures still end the milestone when the chain is exhausted.
     check(
         only(two(&[]), &["a"])
