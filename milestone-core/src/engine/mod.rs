@@ -185,8 +185,9 @@ pub struct Engine {
 impl Engine {
     /// An engine over `state`. Built from a state alone, the engine has no checkpoint states
     /// (rollback becomes available after the next phase boundary) and no scheduled retries
-    /// (failed items walk the recovery chain again); [`Engine::resume`] recovers both from the
-    /// log.
+    /// (failed items walk the recovery chain again), and a task phase in progress that has
+    /// tasks is taken to run through them (whether it started with an agent of its own is in
+    /// the log only); [`Engine::resume`] recovers all three from the log.
     ///
     /// # Errors
     /// [`EngineError::Config`] when the configuration is invalid.
