@@ -9,7 +9,7 @@
 //! applies it per role. Under [`ModePolicy::Auto`] a plan assessed **medium**
 //! ([`complexity::assess`]: here 12 tasks and 30 files — more than 10 tasks or 20 files, but not
 //! more than 20 tasks or 50 files) with agents available gives
-//! [`ExecutionMode::Hybrid`](milestone_core::complexity::ExecutionMode::Hybrid)
+//! [`ExecutionMode::Hybrid`]
 //! ([`complexity::decide`]). In hybrid mode every phase *except the workflow's task phase* (KIRO's
 //! `execute`, whose work is its tasks) prefers its **direct** runner, and the task phase's tasks
 //! run on their **agents**. So with the KIRO workflow: `design`, `spec` and `task` run in-process,
@@ -22,9 +22,9 @@
 //! at it, then run the rest with agents — calls
 //! [`Orchestrator::execute_phase`] once per phase with the mode for that call. The example does
 //! this for a second milestone of the same plan: `design` with
-//! [`ExecutionMode::Direct`](milestone_core::complexity::ExecutionMode::Direct), then `spec`,
+//! [`ExecutionMode::Direct`], then `spec`,
 //! `task` and `execute` with
-//! [`ExecutionMode::Agents`](milestone_core::complexity::ExecutionMode::Agents). Each call runs
+//! [`ExecutionMode::Agents`]. Each call runs
 //! only its phase (`execute`: its tasks), commits it, and leaves the milestone active; the call
 //! for the last phase completes and tags it.
 //!
