@@ -186,6 +186,12 @@ fn phases_run_one_call_at_a_time_each_with_its_own_mode() {
             report.phases[k].completed_at.is_some(),
             "{phase} is completed"
         );
+        let weights = [1_500, 4_000, 6_000, 10_000];
+        assert_eq!(
+            report.progress.overall.basis_points(),
+            weights[k],
+            "{phase}"
+        );
         if k < 3 {
             assert_eq!(report.outcome, done(&[]), "{phase}");
             assert_eq!(report.status, MilestoneStatus::Active);
@@ -258,6 +264,15 @@ fn a_phase_whose_dependencies_are_not_done_is_refused_naming_them_all() {
     // After design, spec may run but execute still waits on spec and task.
     block_on(o.execute_phase(&m, &ph("design"), None)).unwrap();
     assert_eq!(refused("execute"), ["spec", "task"]);
+    // A milestone still in planning mode is refused by the engine, by mode.
+    let planned = id("planned");
+    block_on(o.plan(PlanSpec::new(planned.clone(), "Planned"))).unwrap();
+    assert!(matches!(
+        block_on(o.execute_phase(&planned, &ph("design"), None)),
+        Err(OrchestratorError::Engine(
+            milestone_core::engine::EngineError::WrongMode { .. }
+        ))
+    ));
     // A missing milestone is NotFound.
     assert!(matches!(
         block_on(o.execute_phase(&id("nowhere"), &ph("design"), None)),
