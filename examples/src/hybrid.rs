@@ -9,7 +9,7 @@
 //! applies it per role. Under [`ModePolicy::Auto`] a plan assessed **medium**
 //! ([`complexity::assess`]: here 12 tasks and 30 files — more than 10 tasks or 20 files, but not
 //! more than 20 tasks or 50 files) with agents available gives
-//! [`ExecutionMode::Hybrid`](milestone_core::complexity::ExecutionMode::Hybrid)
+//! [`ExecutionMode::Hybrid`]
 //! ([`complexity::decide`]). In hybrid mode every phase *except the workflow's task phase* (KIRO's
 //! `execute`, whose work is its tasks) prefers its **direct** runner, and the task phase's tasks
 //! run on their **agents**. So with the KIRO workflow: `design`, `spec` and `task` run in-process,
@@ -17,6 +17,16 @@
 //! per-phase table: to run a particular phase another way, bind only the runner you want for it (a
 //! phase with no direct runner falls back to its agent) or force a mode with
 //! `ModePolicy::Fixed(ExecutionMode::Hybrid)`.
+//!
+//! **One phase at a time.** A host that wants to choose per phase — run design directly, look
+//! at it, then run the rest with agents — calls
+//! [`Orchestrator::execute_phase`] once per phase with the mode for that call. The example does
+//! this for a second milestone of the same plan: `design` with
+//! [`ExecutionMode::Direct`], then `spec`,
+//! `task` and `execute` with
+//! [`ExecutionMode::Agents`]. Each call runs
+//! only its phase (`execute`: its tasks), commits it, and leaves the milestone active; the call
+//! for the last phase completes and tags it.
 //!
 //! Both kinds of runner are bound for every phase and for tasks, and each records its calls, so
 //! the example (and its test) can show which runner ran which phase. The store is a durable
@@ -32,9 +42,10 @@ use milestone_agents::{
     AgentError, AgentOutput, AgentRequest, AgentRunner, Clock, Orchestrator, PlanSpec, Registry,
     SystemClock, role_name,
 };
+use milestone_core::complexity::ExecutionMode;
 use milestone_core::complexity::{self, Complexity, ComplexityInput};
-use milestone_core::engine::Role;
-use milestone_core::{MilestoneId, MilestoneState, Workflow};
+use milestone_core::engine::{Outcome, Role};
+use milestone_core::{MilestoneId, MilestoneState, PhaseId, Workflow};
 use milestone_git::{CliGit, RefName};
 use milestone_state::StateStore;
 use milestone_state::file::FileStore;
@@ -60,6 +71,33 @@ pub struct Summary {
     pub state: MilestoneState,
     /// The one-line log of the milestone branch, newest first (`<commit> <message>`).
     pub git_log: Vec<String>,
+    /// The second milestone, run one phase at a time.
+    pub phased: Phased,
+}
+
+/// The second milestone of the example, run with one
+/// [`execute_phase`](Orchestrator::execute_phase) call per phase.
+#[derive(Debug, Clone)]
+pub struct Phased {
+    /// Its id.
+    pub id: MilestoneId,
+    /// One entry per call, in order.
+    pub steps: Vec<PhaseStep>,
+    /// The final state, loaded back from the store.
+    pub state: MilestoneState,
+}
+
+/// One `execute_phase` call.
+#[derive(Debug, Clone)]
+pub struct PhaseStep {
+    /// The phase it ran.
+    pub phase: PhaseId,
+    /// The mode asked for.
+    pub mode: ExecutionMode,
+    /// The report of the call.
+    pub report: Report,
+    /// The runs of the call, in order, as `(runner, work)`.
+    pub calls: Vec<(String, String)>,
 }
 
 const TITLE: &str = "Add rate limiting to the public API";
@@ -79,10 +117,11 @@ pub fn run(out: Out, store_root: &Path, repo_dir: &Path) -> Result<Summary, Box<
     let store = Arc::new(FileStore::open(store_root)?);
     let git = Arc::new(block_on(open_repo(repo_dir))?);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
-    let calls: Calls = Arc::default();
+    let recorded: Calls = Arc::default();
+    let calls = &recorded;
     let orchestrator = Orchestrator::builder()
         .workflow(workflow.clone())
-        .registry(registry(&clock, &calls))
+        .registry(registry(&clock, calls))
         .clock(clock)
         .store(store.clone())
         .git(git.clone(), RefName::new("main")?)
@@ -144,6 +183,7 @@ pub fn run(out: Out, store_root: &Path, repo_dir: &Path) -> Result<Summary, Box<
     if !report.is_completed() {
         return Err(format!("the milestone did not complete: {}", state.status()).into());
     }
+    let phased = run_phase_by_phase(&out, &orchestrator, &store, &workflow, &recorded)?;
     Ok(Summary {
         id,
         complexity: assessed,
@@ -151,7 +191,68 @@ pub fn run(out: Out, store_root: &Path, repo_dir: &Path) -> Result<Summary, Box<
         calls,
         state,
         git_log,
+        phased,
     })
+}
+
+/// The second milestone: the same plan, one [`Orchestrator::execute_phase`] call per phase —
+/// design directly, the rest with agents.
+fn run_phase_by_phase(
+    out: &Out,
+    orchestrator: &Orchestrator,
+    store: &Arc<FileStore>,
+    workflow: &Workflow,
+    calls: &Calls,
+) -> Result<Phased, Box<dyn Error>> {
+    let id = MilestoneId::new(format!("rate-limits-phased-{}", std::process::id()))?;
+    say!(
+        out,
+        "\none phase at a time: execute_phase per phase (milestone {id})"
+    )?;
+    block_on(orchestrator.plan(PlanSpec::new(id.clone(), TITLE)))?;
+    block_on(orchestrator.transition(&id))?;
+    let mut steps = Vec::new();
+    for phase in workflow.phases() {
+        let mode = if phase.id.as_str() == "design" {
+            ExecutionMode::Direct
+        } else {
+            ExecutionMode::Agents
+        };
+        if let Ok(mut c) = calls.lock() {
+            c.clear();
+        }
+        let report = block_on(orchestrator.execute_phase(&id, &phase.id, Some(mode)))?;
+        let ran = calls.lock().map(|c| c.clone()).unwrap_or_default();
+        let outcome = match &report.outcome {
+            Some(Outcome::PhasesDone { .. }) => "done, milestone still active".to_owned(),
+            Some(Outcome::Completed) => "done, milestone completed".to_owned(),
+            _ => format!("milestone {}", report.status),
+        };
+        say!(
+            out,
+            "  {:<8} {:<7} runs: {:<3} by {:<12} -> {outcome}",
+            phase.id.as_str(),
+            mode_name(mode),
+            ran.len(),
+            runners_of(&ran, |_| true).join(", "),
+        )?;
+        steps.push(PhaseStep {
+            phase: phase.id.clone(),
+            mode,
+            report,
+            calls: ran,
+        });
+    }
+    let state = block_on(store.load(&id))?.state;
+    block_on(store.export(&id))?;
+    say!(
+        out,
+        "status: {}, {} phase commits, tag {}",
+        state.status(),
+        state.git().commits.len(),
+        state.git().tag.as_deref().unwrap_or("none")
+    )?;
+    Ok(Phased { id, steps, state })
 }
 
 /// The distinct runners that ran the work matching `pick`, in first-call order.

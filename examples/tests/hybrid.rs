@@ -1,10 +1,12 @@
 //! `hybrid` runs in the test suite: a medium plan is executed in hybrid mode — the phases
 //! before `execute` by their direct runners, `execute`'s tasks by agents, in parallel — and its
-//! effects (store files, git history) are checked.
+//! effects (store files, git history) are checked. Then a second milestone runs one phase per
+//! call: design directly, the rest with agents.
 
 use std::sync::{Arc, Mutex};
 
 use milestone_core::complexity::{Complexity, ExecutionMode};
+use milestone_core::engine::Outcome;
 use milestone_core::{ItemStatus, MilestoneState, MilestoneStatus};
 
 #[test]
@@ -90,4 +92,69 @@ fn hybrid_runs_design_directly_and_execution_on_parallel_agents() {
     assert!(mdir.join("events.jsonl").is_file());
     let exported = std::fs::read_to_string(mdir.join("state.json")).unwrap();
     assert_eq!(MilestoneState::from_json(&exported).unwrap(), s.state);
+
+    // One phase per call: each call ran only its phase (execute: its twelve tasks), with the
+    // runner its mode names, and left the milestone active until the last one completed it.
+    let p = &s.phased;
+    let ran: Vec<(&str, &str, usize, Vec<&str>)> = p
+        .steps
+        .iter()
+        .map(|step| {
+            let mut runners: Vec<&str> = step.calls.iter().map(|(r, _)| r.as_str()).collect();
+            runners.dedup();
+            (
+                step.phase.as_str(),
+                step.calls[0].1.as_str(),
+                step.calls.len(),
+                runners,
+            )
+        })
+        .collect();
+    assert_eq!(
+        ran,
+        [
+            ("design", "phase design", 1, vec!["phase-direct"]),
+            ("spec", "phase spec", 1, vec!["phase-agent"]),
+            ("task", "phase task", 1, vec!["phase-agent"]),
+            ("execute", ran[3].1, 12, vec!["task-agent"]),
+        ],
+        "{text}"
+    );
+    assert!(p.steps[3].calls.iter().all(|(_, w)| w.starts_with("task ")));
+    let modes: Vec<ExecutionMode> = p.steps.iter().map(|s| s.mode).collect();
+    assert_eq!(
+        modes,
+        [
+            ExecutionMode::Direct,
+            ExecutionMode::Agents,
+            ExecutionMode::Agents,
+            ExecutionMode::Agents
+        ]
+    );
+    for (k, step) in p.steps.iter().enumerate() {
+        let m = &step.report.metrics;
+        let expected = if k == 0 {
+            (1, 0)
+        } else {
+            (0, step.calls.len() as u64)
+        };
+        assert_eq!((m.direct_runs, m.agent_runs), expected, "{}", step.phase);
+        if k < 3 {
+            assert_eq!(
+                step.report.outcome,
+                Some(Outcome::PhasesDone { waiting: vec![] })
+            );
+            assert_eq!(step.report.status, MilestoneStatus::Active);
+        } else {
+            assert_eq!(step.report.outcome, Some(Outcome::Completed));
+        }
+    }
+    assert_eq!(p.state.status(), MilestoneStatus::Completed);
+    assert_eq!(p.state.git().commits.len(), 4);
+    assert!(p.state.git().tag.is_some());
+    assert!(
+        text.contains("design   direct  runs: 1   by phase-direct"),
+        "{text}"
+    );
+    assert!(text.contains("-> done, milestone completed"), "{text}");
 }

@@ -79,7 +79,9 @@ pub enum Event {
         /// Why it was chosen.
         reason: String,
     },
-    /// Tasks joined the task phase (ids unique, dependencies known, no cycle).
+    /// Tasks joined the task phase (ids unique, dependencies known, no cycle). A task already
+    /// present with an identical spec is skipped, so re-listing the same tasks is harmless; the
+    /// same id with a different spec is refused.
     TasksAdded {
         /// When.
         at: Timestamp,
@@ -812,29 +814,54 @@ impl MilestoneState {
         }
     }
 
+    /// Adds tasks. Re-adding is idempotent: a task whose id is already present with an
+    /// identical spec is skipped (a producer that runs again lists the same tasks again); the
+    /// same id with a different spec is refused, named.
     fn add_tasks(&mut self, tasks: &[TaskSpec]) -> Result<(), TransitionError> {
         let mut problems = Vec::new();
-        let task_phase = self.data.workflow.task_phase().clone();
-        if let Some(p) = self.phase(task_phase.as_str())
-            && p.item.status.is_final()
-        {
-            problems.push(Problem::new(
-                format!("phase {task_phase}"),
-                ProblemKind::Inconsistent,
-                format!("the task phase is {}; no task can join it", p.item.status),
-            ));
-        }
+        // Which entries are already present, identical: skipped.
+        let mut known = vec![false; tasks.len()];
         let mut new_ids = std::collections::HashMap::with_capacity(tasks.len());
         for (i, t) in tasks.iter().enumerate() {
-            if self.task_index.contains_key(t.id.as_str()) || new_ids.insert(&t.id, i).is_some() {
+            if let Some(&k) = self.task_index.get(t.id.as_str()) {
+                if self.data.tasks[k].spec == *t {
+                    known[i] = true;
+                } else {
+                    problems.push(Problem::new(
+                        format!("tasks[{i}].id"),
+                        ProblemKind::DuplicateId,
+                        format!(
+                            "task id {:?} is already used by a task with a different spec",
+                            t.id.as_str()
+                        ),
+                    ));
+                }
+            } else if new_ids.insert(&t.id, i).is_some() {
                 problems.push(Problem::new(
                     format!("tasks[{i}].id"),
                     ProblemKind::DuplicateId,
-                    format!("task id {:?} is already used", t.id.as_str()),
+                    format!("task id {:?} is listed twice", t.id.as_str()),
                 ));
             }
         }
+        let task_phase = self.data.workflow.task_phase().clone();
+        if known.iter().any(|k| !k)
+            && let Some(p) = self.phase(task_phase.as_str())
+            && p.item.status.is_final()
+        {
+            problems.insert(
+                0,
+                Problem::new(
+                    format!("phase {task_phase}"),
+                    ProblemKind::Inconsistent,
+                    format!("the task phase is {}; no task can join it", p.item.status),
+                ),
+            );
+        }
         for (i, t) in tasks.iter().enumerate() {
+            if known[i] {
+                continue;
+            }
             for (j, d) in t.dependencies.iter().enumerate() {
                 // The location is formatted only when there is a problem to report.
                 let loc = || format!("tasks[{i}].dependencies[{j}]");
@@ -876,7 +903,7 @@ impl MilestoneState {
         }
         self.data.tasks.reserve(tasks.len());
         let first = self.data.tasks.len();
-        for t in tasks {
+        for (t, _) in tasks.iter().zip(&known).filter(|(_, k)| !**k) {
             self.task_index.insert(t.id.clone(), self.data.tasks.len());
             self.task_total += u128::from(t.progress_weight()) * 10_000;
             self.data.tasks.push(TaskState {

@@ -150,9 +150,15 @@ fn token(e: &Event) -> Option<String> {
 }
 
 /// Runs a case to its end and returns the trace.
-fn trace(mut c: Case) -> String {
+fn trace(c: Case) -> String {
+    let log = start_log(&c);
+    trace_from(c, log).0
+}
+
+/// A new milestone of the case's workflow, in execution mode.
+fn start_log(c: &Case) -> Vec<Event> {
     let workflow = Workflow::new(c.phases.clone(), c.max_parallel).unwrap();
-    let log = [
+    vec![
         Event::Created {
             at: Timestamp(0),
             id: MilestoneId::new("m").unwrap(),
@@ -162,9 +168,14 @@ fn trace(mut c: Case) -> String {
             seed: 3,
         },
         Event::ExecutionStarted { at: Timestamp(0) },
-    ];
+    ]
+}
+
+/// Runs a case from `log` (a later call on the same milestone) to its end; returns the trace
+/// and the log grown by the events of the run.
+fn trace_from(mut c: Case, mut log: Vec<Event>) -> (String, Vec<Event>) {
     let mut engine = Engine::resume(&log, c.config.clone()).unwrap();
-    let mut now = 1u64;
+    let mut now = log.last().map_or(0, |e| e.at().0) + 1;
     let mut out: Vec<String> = Vec::new();
     let mut queue: Vec<Input> = vec![Input::Start(StartMode::Execution)];
     let mut later: Vec<Input> = Vec::new();
@@ -185,6 +196,7 @@ fn trace(mut c: Case) -> String {
         now += 10;
         let step: Step = engine.handle(input, Timestamp(now)).unwrap();
         out.extend(step.events.iter().filter_map(token));
+        log.extend(step.events.iter().cloned());
         for cmd in step.commands {
             match cmd {
                 Command::Start(s) => {
@@ -298,6 +310,14 @@ fn trace(mut c: Case) -> String {
                     Outcome::Cancelled => "=cancelled".into(),
                     Outcome::Planned => "=planned".into(),
                     Outcome::Failed { work, attempts, .. } => format!("=failed:{work}:{attempts}"),
+                    Outcome::PhasesDone { waiting } => format!(
+                        "=phases-done:{}",
+                        waiting
+                            .iter()
+                            .map(|p| p.as_str())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    ),
                     _ => "=other".into(),
                 }),
                 Command::Cancel { work, attempt } => {
@@ -332,7 +352,7 @@ fn trace(mut c: Case) -> String {
             }
         }
     }
-    out.join(" ")
+    (out.join(" "), log)
 }
 
 fn check(c: Case, expected: &str) {
@@ -1175,5 +1195,314 @@ fn a_hanging_analysis_times_out_and_is_retried() {
     assert_eq!(
         e.state().status(),
         milestone_core::MilestoneStatus::Cancelled
+    );
+}
+
+/// Restricts a case to some phases (`EngineConfig::phase_filter`).
+fn only(mut c: Case, phases: &[&str]) -> Case {
+    c.config.phase_filter = Some(phases.iter().map(|p| PhaseId::new(p).unwrap()).collect());
+    c
+}
+
+fn three_chain() -> Case {
+    case(vec![
+        p("a", 30, &[]),
+        p("b", 30, &["a"]),
+        p("c", 40, &["b"]),
+    ])
+}
+
+/// One phase at a time: phases outside the filter never start; once nothing the filter allows
+/// is left, the run ends (`=phases-done:` names the allowed phases that could not start) and
+/// the milestone stays active. Recovery works as usual inside the filter.
+#[test]
+fn a_phase_filter_runs_only_its_phases() {
+    check(
+        only(two(&[]), &["a"]),
+        &format!("{SEQ} +a1 ok:a =phases-done:"),
+    );
+    check(only(two(&[]), &["b"]), &format!("{SEQ} =phases-done:b"));
+    check(
+        only(two(&["a"]), &["b"]).strategy(Strategy::ParallelIndependent),
+        "strategy:parallel-independent =phases-done:b",
+    );
+    check(
+        only(two(&[]), &["b"]).strategy(Strategy::ParallelIndependent),
+        "strategy:parallel-independent +b1 ok:b =phases-done:",
+    );
+    check(
+        only(three_chain(), &["a", "b"]),
+        &format!("{SEQ} +a1 ok:a +b1 ok:b =phases-done:"),
+    );
+    check(
+        only(three_chain(), &["a", "c"]),
+        &format!("{SEQ} +a1 ok:a =phases-done:c"),
+    );
+    // All phases allowed: the milestone completes as usual.
+    check(
+        only(two(&[]), &["a", "b"]),
+        &format!("{SEQ} +a1 ok:a +b1 ok:b status:completed =completed"),
+    );
+    // Retries and gates happen inside the filter.
+    check(
+        only(two(&[]), &["a"]).acts("a", &[Fail(Transient), Ok]),
+        &format!("{SEQ} +a1 x:a:transient retry:a2 +a2 ok:a =phases-done:"),
+    );
+    check(
+        only(two(&[]), &["a"]).host_gate("a", &[false, true]),
+        &format!("{SEQ} +a1 x:a:gate retry:a2 +a2 ok:a =phases-done:"),
+    );
+    // A rollback inside a filtered run goes back to the last phase boundary, and carries on.
+    check(
+        only(three_chain(), &["a", "b"])
+            .acts("b", &[Fail(Transient), Ok])
+            .order(&[Rollback]),
+        &format!("{SEQ} +a1 ok:a +b1 x:b:transient rollback:after-a +b2 ok:b =phases-done:"),
+    );
+    // Failures still end the milestone when the chain is exhausted.
+    check(
+        only(two(&[]), &["a"])
+            .acts("a", &[Fail(Permanent)])
+            .order(&[]),
+        &format!("{SEQ} +a1 x:a:permanent status:failed =failed:phase a:1"),
+    );
+    // A pipeline successor outside the filter does not start on a hand-off.
+    check(
+        only(two(&["a"]), &["a"])
+            .strategy(Strategy::pipeline())
+            .acts("a", &[Handoff]),
+        "strategy:pipeline +a1 handoff:a ok:a =phases-done:",
+    );
+    // Tasks listed by an allowed phase wait for their task phase (b, the last).
+    check(
+        only(two(&["a"]), &["a"]).acts("a", &[tasks(&[("t", &[], "low")])]),
+        &format!("{SEQ} +a1 tasks:t ok:a =phases-done:"),
+    );
+}
+
+/// Phase after phase, one call each, the log carried from call to call; then an unfiltered
+/// call finishes the rest.
+#[test]
+fn phases_run_one_call_at_a_time_and_an_unfiltered_run_finishes() {
+    let log = start_log(&three_chain());
+    let produce = tasks(&[("t", &[], "low")]);
+    let (t1, log) = trace_from(only(three_chain(), &["a"]), log);
+    assert_eq!(t1, format!("{SEQ} +a1 ok:a =phases-done:"));
+    let (t2, log) = trace_from(only(three_chain(), &["b"]).acts("b", &[produce]), log);
+    assert_eq!(t2, "+b1 tasks:t ok:b =phases-done:");
+    // The strategy was chosen once; a phase already done is no work at all.
+    let (t3, log) = trace_from(only(three_chain(), &["a", "b"]), log);
+    assert_eq!(t3, "=phases-done:");
+    let (t4, log) = trace_from(three_chain(), log);
+    assert_eq!(t4, "+c1 +t1 ok:t ok:c status:completed =completed");
+    let starts = log
+        .iter()
+        .filter(|e| matches!(e, Event::ItemStarted { .. }))
+        .count();
+    assert_eq!(starts, 4, "every item started once");
+    // The last phase alone completes the milestone too.
+    let log = start_log(&three_chain());
+    let (_, log) = trace_from(only(three_chain(), &["a", "b"]), log);
+    let (t, _) = trace_from(only(three_chain(), &["c"]), log);
+    assert_eq!(t, "+c1 ok:c status:completed =completed");
+}
+
+/// A phase outside the filter that a crash left in progress is not restarted by a filtered
+/// run (it keeps its place against the phase limit); the next run that allows it restarts it.
+#[test]
+fn a_filtered_resume_leaves_phases_outside_it_alone() {
+    let c = || two(&[]).strategy(Strategy::ParallelIndependent);
+    let mut log = start_log(&c());
+    let mut e = Engine::resume(&log, c().config).unwrap();
+    let step = e
+        .handle(Input::Start(StartMode::Execution), Timestamp(1))
+        .unwrap();
+    assert_eq!(starts(&step).len(), 2);
+    log.extend(step.events.iter().cloned());
+    // Crash with a and b running. A run of b alone restarts b only.
+    let (t, log) = trace_from(only(c(), &["b"]), log);
+    assert_eq!(t, "+b2 ok:b =phases-done:");
+    assert_eq!(
+        Engine::resume(&log, EngineConfig::default())
+            .unwrap()
+            .state()
+            .phase("a")
+            .unwrap()
+            .item
+            .status,
+        milestone_core::ItemStatus::InProgress
+    );
+    let (t, _) = trace_from(c(), log);
+    assert_eq!(t, "+a2 ok:a status:completed =completed");
+}
+
+#[test]
+fn a_phase_filter_naming_unknown_phases_is_refused_listing_them_all() {
+    let c = only(two(&[]), &["a", "zz", "a", "yy"]);
+    let err = Engine::resume(&start_log(&c), c.config.clone()).unwrap_err();
+    let EngineError::Config(problems) = err else {
+        panic!("{err:?}")
+    };
+    let got: Vec<(String, milestone_core::ProblemKind)> = problems
+        .iter()
+        .map(|p| (p.location.clone(), p.kind))
+        .collect();
+    use milestone_core::ProblemKind::{DuplicateId, Missing, UnknownPhase};
+    assert_eq!(
+        got,
+        [
+            ("phase_filter[1]".to_string(), UnknownPhase),
+            ("phase_filter[2]".to_string(), DuplicateId),
+            ("phase_filter[3]".to_string(), UnknownPhase),
+        ]
+    );
+    let c = only(two(&[]), &[]);
+    let err = Engine::resume(&start_log(&c), c.config.clone()).unwrap_err();
+    assert!(
+        matches!(&err, EngineError::Config(p) if p.len() == 1 && p.0[0].kind == Missing),
+        "{err:?}"
+    );
+}
+
+/// A producer that runs again lists the same tasks again: identical ones are no news (no
+/// second `tasks-added`, no failure); a changed one fails the producer naming it.
+#[test]
+fn a_producer_running_again_may_list_the_same_tasks() {
+    let list = || tasks(&[("t", &[], "low"), ("u", &["t"], "low")]);
+    // Pipeline: b (the producer) finishes early with tasks and is held until a completes; a
+    // fails after its hand-off, b is interrupted and runs again, listing the same tasks.
+    check(
+        three_chain()
+            .strategy(Strategy::pipeline())
+            .acts("a", &[HandoffFail(Transient), Ok])
+            .acts("b", &[list(), list()]),
+        "strategy:pipeline +a1 handoff:a +b1 tasks:t,u x:a:transient x:b:interrupted retry:a2 +a2 +b2 ok:a ok:b +c1 +t1 ok:t +u1 ok:u ok:c status:completed =completed",
+    );
+    // The second listing adds one task and keeps the first two.
+    check(
+        three_chain()
+            .strategy(Strategy::pipeline())
+            .acts("a", &[HandoffFail(Transient), Ok])
+            .acts(
+                "b",
+                &[
+                    list(),
+                    tasks(&[
+                        ("t", &[], "low"),
+                        ("u", &["t"], "low"),
+                        ("v", &["u"], "low"),
+                    ]),
+                ],
+            ),
+        "strategy:pipeline +a1 handoff:a +b1 tasks:t,u x:a:transient x:b:interrupted retry:a2 +a2 +b2 ok:a tasks:v ok:b +c1 +t1 ok:t +u1 ok:u +v1 ok:v ok:c status:completed =completed",
+    );
+    // The same id with another spec is refused: the producer fails permanently.
+    check(
+        three_chain()
+            .strategy(Strategy::pipeline())
+            .acts("a", &[HandoffFail(Transient), Ok])
+            .acts("b", &[list(), tasks(&[("t", &[], "high")])])
+            .order(&[Retry]),
+        "strategy:pipeline +a1 handoff:a +b1 tasks:t,u x:a:transient x:b:interrupted retry:a2 +a2 +b2 ok:a x:b:permanent status:failed =failed:phase b:2",
+    );
+}
+
+/// Pipeline: the task phase started with an agent of its own (no tasks yet) and received
+/// tasks while it ran. An engine resumed in that window restarts its agent (whose gate is
+/// checked when it finishes) instead of treating it as run only through its tasks.
+#[test]
+fn a_task_phase_that_started_with_an_agent_restarts_its_agent_on_resume() {
+    let c = two(&["a"]).strategy(Strategy::pipeline());
+    let config = c.config.clone();
+    let mut log = start_log(&c);
+    let mut e = Engine::resume(&log, config.clone()).unwrap();
+    let feed = |e: &mut Engine, log: &mut Vec<Event>, input, t| {
+        let step = e.handle(input, Timestamp(t)).unwrap();
+        log.extend(step.events.iter().cloned());
+        step
+    };
+    let step = feed(&mut e, &mut log, Input::Start(StartMode::Execution), 1);
+    let a = starts(&step)[0].clone();
+    let step = feed(
+        &mut e,
+        &mut log,
+        Input::Handoff {
+            work: a.work.clone(),
+            attempt: 1,
+            partial: serde_json::json!({"draft": 1}),
+        },
+        2,
+    );
+    let b = starts(&step)[0].clone();
+    assert_eq!(b.work.to_string(), "phase b");
+    let data = serde_json::json!({"tasks": [{"id": "t", "title": "t"}]});
+    let output = ItemOutput {
+        artifacts: vec![Artifact {
+            name: "a-doc".into(),
+            kind: "document".into(),
+            body: ArtifactBody::Inline(String::new()),
+        }],
+        data,
+        ..ItemOutput::default()
+    };
+    let step = feed(
+        &mut e,
+        &mut log,
+        Input::Finished {
+            work: a.work.clone(),
+            attempt: 1,
+            output,
+        },
+        3,
+    );
+    let t = starts(&step)[0].clone();
+    assert_eq!(t.work.to_string(), "task t");
+    // Crash: b's agent and task t were running.
+    let mut e = Engine::resume(&log, config.clone()).unwrap();
+    let step = feed(&mut e, &mut log, Input::Start(StartMode::Execution), 10);
+    let again: Vec<(String, u32)> = starts(&step)
+        .iter()
+        .map(|s| (s.work.to_string(), s.attempt))
+        .collect();
+    assert_eq!(
+        again,
+        [("phase b".to_string(), 2), ("task t".to_string(), 2)]
+    );
+    // b's gate is checked: finishing without its expected output fails the attempt.
+    feed(
+        &mut e,
+        &mut log,
+        Input::Finished {
+            work: t.work.clone(),
+            attempt: 2,
+            output: ItemOutput::default(),
+        },
+        11,
+    );
+    let step = feed(
+        &mut e,
+        &mut log,
+        Input::Finished {
+            work: b.work.clone(),
+            attempt: 2,
+            output: ItemOutput::default(),
+        },
+        12,
+    );
+    assert!(
+        step.events.iter().any(|ev| matches!(ev,
+            Event::ItemFailed { item, error, .. }
+                if item.as_str() == "b" && error.kind == FailureKind::Gate)),
+        "{:?}",
+        step.events
+    );
+    // Crash again before b's retry: the retry of a task phase that has tasks is a container
+    // attempt (its tasks are done), so it completes without an agent.
+    let mut e = Engine::resume(&log, config).unwrap();
+    let step = feed(&mut e, &mut log, Input::Tick, 100_000);
+    assert!(starts(&step).is_empty(), "{step:?}");
+    assert_eq!(
+        e.state().status(),
+        milestone_core::MilestoneStatus::Completed
     );
 }

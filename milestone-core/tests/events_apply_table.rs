@@ -265,8 +265,16 @@ fn events_that_do_not_fit_are_refused_and_change_nothing() {
     check(x, &[], Event::BranchCreated { at: T, branch: "feature/milestone-login".into(), base: "main".into() }, "ok");
     // Tasks: every problem at once, with where it is.
     check(x, &[], tasks(&[("c", &["a", "b"])]), "ok");
-    check(x, &[], tasks(&[("a", &[])]), "tasks refused: 1 problem\n  - tasks[0].id: task id \"a\" is already used");
-    check(x, &[], tasks(&[("c", &[]), ("c", &[])]), "tasks refused: 1 problem\n  - tasks[1].id: task id \"c\" is already used");
+    // Re-listing tasks already present, identical, is harmless (a producer that runs again);
+    // the same id with another spec is refused by name.
+    check(x, &[], tasks(&[("a", &[])]), "ok");
+    check(x, &[], tasks(&[("a", &[]), ("b", &["a"])]), "ok");
+    check(x, &[], tasks(&[("a", &[]), ("c", &["a"])]), "ok");
+    check(x, &[], tasks(&[("b", &[])]), "tasks refused: 1 problem\n  - tasks[0].id: task id \"b\" is already used by a task with a different spec");
+    check(x, &[], tasks(&[("a", &[]), ("b", &[]), ("c", &["b"])]), "tasks refused: 1 problem\n  - tasks[1].id: task id \"b\" is already used by a task with a different spec");
+    check(x, &[start("execute", 1), done("execute")], tasks(&[("a", &[]), ("b", &["a"])]), "ok");
+    check(x, &[start("execute", 1), done("execute")], tasks(&[("a", &[]), ("c", &[])]), "tasks refused: 1 problem\n  - phase execute: the task phase is completed; no task can join it");
+    check(x, &[], tasks(&[("c", &[]), ("c", &[])]), "tasks refused: 1 problem\n  - tasks[1].id: task id \"c\" is listed twice");
     check(x, &[], tasks(&[("c", &["c"]), ("d", &["zz"])]), "tasks refused: 2 problems\n  - tasks[0].dependencies[0]: task \"c\" depends on itself\n  - tasks[1].dependencies[0]: task \"d\" depends on unknown task \"zz\"");
     check(x, &[], tasks(&[("c", &["d"]), ("d", &[])]), "tasks refused: 1 problem\n  - tasks[0].dependencies[0]: task \"c\" depends on \"d\", listed after it (list tasks in dependency order)");
     check(x, &[start("execute", 1), done("execute")], tasks(&[("c", &[])]), "tasks refused: 1 problem\n  - phase execute: the task phase is completed; no task can join it");
@@ -445,4 +453,24 @@ fn a_retry_restarts_a_failed_item_and_keeps_its_progress() {
         Some("boom")
     );
     assert_eq!(d.item.started_at, Some(T));
+}
+
+/// Re-adding identical tasks adds nothing: the tasks, their states and progress stay as they
+/// were; only new ones join.
+#[test]
+fn re_adding_identical_tasks_adds_only_the_new_ones() {
+    let mut s = executing();
+    s.apply(&start("execute", 1)).unwrap();
+    s.apply(&start("t:a", 1)).unwrap();
+    s.apply(&done("t:a")).unwrap();
+    let before = serde_json::to_value(s.tasks()).unwrap();
+    let progress = s.phase("execute").unwrap().item.progress;
+    s.apply(&tasks(&[("a", &[]), ("b", &["a"])])).unwrap();
+    assert_eq!(serde_json::to_value(s.tasks()).unwrap(), before);
+    assert_eq!(s.phase("execute").unwrap().item.progress, progress);
+    s.apply(&tasks(&[("b", &["a"]), ("c", &["b"])])).unwrap();
+    let ids: Vec<&str> = s.tasks().iter().map(|t| t.spec.id.as_str()).collect();
+    assert_eq!(ids, ["a", "b", "c"]);
+    assert_eq!(s.task_position("c"), Some(2));
+    assert_eq!(s.task("a").unwrap().item.status, ItemStatus::Completed);
 }

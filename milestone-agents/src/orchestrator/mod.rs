@@ -83,6 +83,7 @@ mod cache;
 mod events;
 mod gate;
 mod metrics;
+mod phase;
 mod run;
 mod session;
 
@@ -91,8 +92,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use milestone_core::engine::{EngineConfig, EngineError, Input, Outcome, StartMode};
 use milestone_core::{
-    Decision, Event, MilestoneId, MilestonePlan, MilestoneState, Mode, Problems, ProgressReport,
-    Workflow,
+    Decision, Event, MilestoneId, MilestonePlan, MilestoneState, Mode, PhaseId, Problems,
+    ProgressReport, Workflow,
 };
 use milestone_git::{GitBackend, GitError, MilestoneGit, conventions};
 use milestone_state::{StateStore, StoreError};
@@ -154,6 +155,25 @@ pub enum OrchestratorError {
         paths: Vec<String>,
         /// Why they are still conflicted.
         reason: String,
+    },
+    /// [`Orchestrator::execute_phase`] named a phase the milestone's workflow does not have.
+    #[error("milestone {id} has no phase {phase}")]
+    UnknownPhase {
+        /// The milestone.
+        id: MilestoneId,
+        /// The phase named.
+        phase: PhaseId,
+    },
+    /// [`Orchestrator::execute_phase`] named a phase whose dependencies are not done; nothing
+    /// was run.
+    #[error("phase {phase} of milestone {id} cannot run yet: it waits on {}", names(.waiting_on))]
+    PhaseNotReady {
+        /// The milestone.
+        id: MilestoneId,
+        /// The phase named.
+        phase: PhaseId,
+        /// Every phase it waits on, in workflow order.
+        waiting_on: Vec<PhaseId>,
     },
     /// The state store failed.
     #[error("state store: {0}")]
@@ -237,7 +257,8 @@ pub(crate) struct Inner {
     pub(crate) running: Mutex<HashMap<MilestoneId, CancelToken>>,
 }
 
-/// Drives milestones: plan, transition, execute, resume, answer, cancel. Cheap to clone (all
+/// Drives milestones: plan, transition, execute (the whole milestone, or one phase at a time
+/// with [`Orchestrator::execute_phase`]), resume, answer, cancel. Cheap to clone (all
 /// clones share one state); `Send + Sync`, so `cancel` and `progress` may be called from
 /// another task while `execute` runs. See the module docs.
 #[derive(Clone)]
@@ -356,6 +377,7 @@ impl Orchestrator {
             version,
             cancel,
             vec![Input::Start(StartMode::Planning)],
+            phase::Call::default(),
         )
         .await?;
         planned(&spec.id, done)
@@ -377,6 +399,7 @@ impl Orchestrator {
             version,
             cancel,
             vec![Input::Start(StartMode::Planning)],
+            phase::Call::default(),
         )
         .await?;
         planned(id, done)
@@ -525,10 +548,26 @@ impl Orchestrator {
         let (_guard, cancel) = self.claim(id)?;
         let log = self.read_log(id).await?;
         let version = log.len() as u64;
-        run::Drive::start(&self.inner, id, log, version, cancel, inputs)
-            .await
-            .map(|done| done.report)
+        run::Drive::start(
+            &self.inner,
+            id,
+            log,
+            version,
+            cancel,
+            inputs,
+            phase::Call::default(),
+        )
+        .await
+        .map(|done| done.report)
     }
+}
+
+/// Phase ids as `a, b, c`.
+fn names(ids: &[PhaseId]) -> String {
+    ids.iter()
+        .map(PhaseId::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn not_found(e: StoreError, id: &MilestoneId) -> OrchestratorError {

@@ -293,21 +293,27 @@ impl<'a> Drive<'a> {
         version: u64,
         cancel: CancelToken,
         initial: Vec<Input>,
+        call: super::phase::Call,
     ) -> Result<Done, OrchestratorError> {
-        let mut drive = Drive::open(inner, id, log, version).await?;
+        let mut drive = Drive::open(inner, id, log, version, call).await?;
         drive.run(cancel, initial).await
     }
 
-    /// Rebuilds the engine of the milestone whose log is `log` (at `version`): the part of a
-    /// call that costs O(milestone).
+    /// Rebuilds the engine of the milestone whose log is `log` (at `version`), with `call`'s
+    /// restrictions: the part of a call that costs O(milestone).
     pub(crate) async fn open(
         inner: &'a Inner,
         id: &MilestoneId,
         log: Vec<Event>,
         version: u64,
+        call: super::phase::Call,
     ) -> Result<Drive<'a>, OrchestratorError> {
         let mut config = inner.config.clone();
-        let mode = choose_mode(inner, &log, &mut config).await;
+        if call.phases.is_some() {
+            config.phase_filter = call.phases;
+        }
+        let chosen = choose_mode(inner, &log, &mut config).await;
+        let mode = call.mode.unwrap_or(chosen);
         let engine = Engine::resume(&log, config)?;
         drop(log);
         let state = engine.state();

@@ -73,7 +73,8 @@ impl Orchestrator {
         let (guard, cancel) = self.claim(id)?;
         let log = self.read_log(id).await?;
         let version = log.len() as u64;
-        let drive = run::Drive::open(&self.inner, id, log, version).await?;
+        let drive =
+            run::Drive::open(&self.inner, id, log, version, super::phase::Call::default()).await?;
         Ok(Session {
             _guard: guard,
             cancel,

@@ -3,12 +3,14 @@
 //! A [`EngineConfig`] is plain data with defaults from the issue (sequential strategy, 64 items
 //! at once, retry 3 attempts with 1 s base, factor 2, 5 min cap and full jitter, then rollback,
 //! degraded execution and manual intervention). [`EngineConfig::validate`] reports every
-//! problem at once.
+//! problem at once; [`EngineConfig::validate_for`] also checks the names it gives against a
+//! workflow (the engine calls it when it is built).
 
 use crate::complexity::Complexity;
 use crate::error::{Problem, ProblemKind, Problems};
 use crate::id::PhaseId;
 use crate::units::{Progress, Timestamp};
+use crate::workflow::Workflow;
 
 /// The default pipeline threshold: 50 % (in basis points).
 pub const DEFAULT_PIPELINE_THRESHOLD_BP: u32 = 5_000;
@@ -164,6 +166,26 @@ pub struct EngineConfig {
     pub merge: bool,
     /// How long one planning analysis may run, in milliseconds (default 1 800 000).
     pub planning_timeout_ms: u64,
+    /// Run only these phases (default `None`: every phase). This is how a host runs one phase
+    /// at a time — design directly, say, and execute later with agents.
+    ///
+    /// - Phases outside the filter never start, and are not restarted either: a phase outside
+    ///   it that a crash left in progress stays in progress (and counts against the phase
+    ///   limit) until a run whose filter allows it, or an unfiltered one, starts it again.
+    ///   Failures of phases outside it found on resume wait for such a run too.
+    /// - Tasks belong to the task phase ([`Workflow::task_phase`]): they run when it is
+    ///   allowed. A phase in the filter that lists tasks adds them as usual; they wait.
+    /// - A phase in the filter starts when its dependencies allow it under the strategy, as
+    ///   always; failures walk the recovery chain as usual.
+    /// - Once nothing the filter allows is running, waiting for a retry or able to start, the
+    ///   run ends with [`Outcome::PhasesDone`](super::Outcome::PhasesDone) naming the allowed
+    ///   phases that could not start, without completing or failing the milestone: it stays
+    ///   active and a later run carries on. When the filtered phases were the last ones, the
+    ///   milestone completes as usual ([`Outcome::Completed`](super::Outcome::Completed)).
+    ///
+    /// [`EngineConfig::validate_for`] reports ids the workflow does not have, ids listed
+    /// twice and an empty filter.
+    pub phase_filter: Option<Vec<PhaseId>>,
 }
 
 impl Default for EngineConfig {
@@ -176,6 +198,7 @@ impl Default for EngineConfig {
             host_gates: Vec::new(),
             merge: false,
             planning_timeout_ms: crate::workflow::DEFAULT_TIMEOUT_MS,
+            phase_filter: None,
         }
     }
 }
@@ -234,5 +257,67 @@ impl EngineConfig {
             ));
         }
         Problems(p).into_result(())
+    }
+
+    /// As [`EngineConfig::validate`], and checks [`EngineConfig::phase_filter`] against
+    /// `workflow`: every id must be one of its phases, each listed once, and at least one
+    /// listed. Every problem is reported at once. ([`EngineConfig::host_gates`] is not
+    /// checked: one configuration may serve milestones of several workflows.)
+    ///
+    /// ```
+    /// use milestone_core::engine::EngineConfig;
+    /// use milestone_core::{PhaseId, ProblemKind, Workflow};
+    ///
+    /// let config = EngineConfig {
+    ///     phase_filter: Some(vec![PhaseId::new("design")?, PhaseId::new("deploy")?,
+    ///         PhaseId::new("review")?]),
+    ///     ..EngineConfig::default()
+    /// };
+    /// let problems = config.validate_for(&Workflow::kiro()).unwrap_err();
+    /// assert_eq!(problems.len(), 2);
+    /// assert!(problems.iter().all(|p| p.kind == ProblemKind::UnknownPhase));
+    /// assert_eq!(problems.0[0].location, "phase_filter[1]");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Problems`] naming each bad field.
+    pub fn validate_for(&self, workflow: &Workflow) -> Result<(), Problems> {
+        let mut p = match self.validate() {
+            Ok(()) => Vec::new(),
+            Err(Problems(p)) => p,
+        };
+        if let Some(filter) = &self.phase_filter {
+            if filter.is_empty() {
+                p.push(Problem::new(
+                    "phase_filter",
+                    ProblemKind::Missing,
+                    "an empty phase filter allows nothing to run (use None to run every phase)",
+                ));
+            }
+            for (i, id) in filter.iter().enumerate() {
+                if workflow.position(id.as_str()).is_none() {
+                    p.push(Problem::new(
+                        format!("phase_filter[{i}]"),
+                        ProblemKind::UnknownPhase,
+                        format!("the workflow has no phase {:?}", id.as_str()),
+                    ));
+                } else if filter[..i].contains(id) {
+                    p.push(Problem::new(
+                        format!("phase_filter[{i}]"),
+                        ProblemKind::DuplicateId,
+                        format!("phase {:?} is listed twice", id.as_str()),
+                    ));
+                }
+            }
+        }
+        Problems(p).into_result(())
+    }
+
+    /// Whether the phase filter lets the phase `id` start (always, without a filter).
+    pub fn allows_phase(&self, id: &PhaseId) -> bool {
+        self.phase_filter
+            .as_ref()
+            .is_none_or(|f| f.iter().any(|p| p == id))
     }
 }

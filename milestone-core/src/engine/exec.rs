@@ -83,9 +83,21 @@ impl Engine {
         }
         // Status of every node from the state.
         let has_tasks = self.nodes.len() > np;
+        // The task phase's current attempt runs through its tasks only when it started so:
+        // under the pipeline strategy it may have started with an agent of its own and received
+        // tasks since; that agent starts again, and its gate is checked when it finishes.
+        let receiver_container = mem.receiver_container.unwrap_or(has_tasks) && has_tasks;
+        // Phases (and the task phase's tasks) outside the phase filter are neither restarted
+        // nor recovered here: a run that allows them does that.
+        let allowed: Vec<bool> = wf
+            .phases()
+            .iter()
+            .map(|p| self.config.allows_phase(&p.id))
+            .collect();
         let live = state.status() == MilestoneStatus::Active;
         let open_item = state.intervention().and_then(|x| x.item.clone());
         for i in 0..self.nodes.len() {
+            let ok = allowed[if i < np { i } else { self.receiver }];
             let st = if i < np {
                 &state.phases()[i].item
             } else {
@@ -108,8 +120,11 @@ impl Engine {
                     if i < np {
                         self.phases_active += 1;
                     }
-                    if i == self.receiver && has_tasks {
+                    if i == self.receiver && receiver_container && ok {
                         NodeState::Container
+                    } else if !ok {
+                        // Left in progress, untouched, for a run that allows it.
+                        NodeState::Pending
                     } else {
                         // Restarted once the milestone is active (now, or after an answer).
                         self.restart.push(i as u32);
@@ -128,7 +143,7 @@ impl Engine {
                         self.nodes[i].degraded = true;
                         NodeState::Pending
                     } else {
-                        if live && open_item.as_ref() != Some(&item) {
+                        if live && ok && open_item.as_ref() != Some(&item) {
                             self.recover.push(i as u32);
                         }
                         NodeState::Failed
@@ -486,6 +501,11 @@ impl Engine {
             }
             let was_active = i < self.np;
             self.start_agent(i, was_active, now, out)?;
+            if i == self.receiver {
+                // A task phase restarting with its own agent (see `rebuild`) takes the tasks
+                // that became ready while it waited to restart.
+                self.unpark();
+            }
         }
         loop {
             if self.state.status() != MilestoneStatus::Active || self.over {
@@ -583,7 +603,10 @@ impl Engine {
         }
         for k in 0..self.np {
             let i = self.phase_order[k] as usize;
-            if self.nodes[i].st != NodeState::Pending || !self.phase_may_start(i) {
+            if self.nodes[i].st != NodeState::Pending
+                || !self.phase_may_start(i)
+                || !self.phase_allowed(i)
+            {
                 continue;
             }
             if self.phases_active >= self.phase_limit() {
@@ -603,12 +626,7 @@ impl Engine {
                 self.nodes[i].attempts = attempt;
                 self.nodes[i].st = NodeState::Container;
                 self.phases_active += 1;
-                for t in std::mem::take(&mut self.parked) {
-                    let t = t as usize;
-                    if self.nodes[t].st == NodeState::Pending && self.nodes[t].waiting == 0 {
-                        self.queue(t);
-                    }
-                }
+                self.unpark();
                 if self.tasks_open == 0 {
                     self.phase_dirty = true;
                 }
@@ -619,7 +637,59 @@ impl Engine {
                 self.start_agent(i, false, now, out)?;
             }
         }
+        if self.config.phase_filter.is_some() {
+            self.end_filtered_run(out);
+        }
         Ok(())
+    }
+
+    /// Queues the parked tasks that are ready (the task phase is in progress now).
+    fn unpark(&mut self) {
+        for t in std::mem::take(&mut self.parked) {
+            let t = t as usize;
+            if self.nodes[t].st == NodeState::Pending && self.nodes[t].waiting == 0 {
+                self.queue(t);
+            }
+        }
+    }
+
+    /// Whether the phase filter lets phase `i` start.
+    fn phase_allowed(&self, i: usize) -> bool {
+        match (&self.config.phase_filter, &self.nodes[i].item) {
+            (None, _) => true,
+            (Some(f), ItemRef::Phase(p)) => f.contains(p),
+            (Some(_), ItemRef::Task(_)) => false,
+        }
+    }
+
+    /// Under a phase filter: ends the run once nothing it allows is running, waiting for a
+    /// retry or a gate, or able to start ([`Outcome::PhasesDone`]). The milestone stays active.
+    fn end_filtered_run(&mut self, out: &mut Step) {
+        if self.over || !self.running.is_empty() || !self.restart.is_empty() {
+            return;
+        }
+        let busy = (0..self.np).any(|i| {
+            self.phase_allowed(i)
+                && matches!(
+                    self.nodes[i].st,
+                    NodeState::Queued
+                        | NodeState::Running { .. }
+                        | NodeState::Container
+                        | NodeState::Held
+                        | NodeState::Gate { .. }
+                        | NodeState::RetryWait { .. }
+                )
+        });
+        if busy {
+            return;
+        }
+        let waiting = (0..self.np)
+            .filter(|&i| self.phase_allowed(i) && self.nodes[i].st != NodeState::Done)
+            .map(|i| self.phase_id(i))
+            .collect();
+        out.commands
+            .push(Command::Finished(Outcome::PhasesDone { waiting }));
+        self.over = true;
     }
 
     /// Starts a new attempt of node `i` with an agent. `was_active`: a phase that already
@@ -919,8 +989,12 @@ impl Engine {
         out: &mut Step,
     ) -> Result<(), String> {
         let who = self.nodes[from].item.clone();
-        let list: Vec<TaskSpec> = serde_json::from_value(tasks.clone())
+        let mut list: Vec<TaskSpec> = serde_json::from_value(tasks.clone())
             .map_err(|e| format!("{who} produced an invalid task list: {e}"))?;
+        // A producer that runs again (a retry, a pipeline restart, a rollback that kept the
+        // tasks) lists the same tasks again: those already present, identical, are no news. A
+        // same id with another spec stays in the list, for the fold to refuse by name.
+        list.retain(|t| self.state.task(t.id.as_str()).is_none_or(|x| x.spec != *t));
         if list.is_empty() {
             return Ok(());
         }

@@ -284,6 +284,16 @@ pub enum Outcome {
     },
     /// The host cancelled.
     Cancelled,
+    /// The run was restricted to some phases
+    /// ([`EngineConfig::phase_filter`](super::EngineConfig::phase_filter)) and none of them is
+    /// left to run: each is done, or waits on phases outside the filter. The milestone stays
+    /// active; a later run carries on.
+    PhasesDone {
+        /// The allowed phases that are not done and could not start in this run (their
+        /// dependencies outside the filter are not done, or the phase limit is held by phases
+        /// outside it). Empty when every allowed phase is done.
+        waiting: Vec<PhaseId>,
+    },
 }
 
 /// Something for the host to carry out, after persisting the step's events.

@@ -19,9 +19,15 @@
 //!   [`TaskSpec`](crate::TaskSpec)s adds those tasks (ordered after their dependencies, stably)
 //!   to the workflow's task phase ([`Workflow::task_phase`](crate::Workflow::task_phase),
 //!   `execute` in KIRO); an invalid list fails the producing item permanently with every
-//!   problem in the message. A task phase that has tasks when it starts runs only through them
-//!   (no agent of its own); it completes once all its tasks are done. Without tasks it runs as
-//!   an ordinary phase, and tasks added while it runs must finish before it completes.
+//!   problem in the message. A producer that runs again may list the same tasks again: those
+//!   already present with an identical spec are skipped, a same id with another spec is
+//!   refused. A task phase that has tasks when it starts runs only through them (no agent of
+//!   its own); it completes once all its tasks are done. Without tasks it runs as an ordinary
+//!   phase, and tasks added while it runs must finish before it completes (after a resume its
+//!   agent starts again).
+//! - **One phase at a time.** [`EngineConfig::phase_filter`] restricts which phases may start;
+//!   once nothing it allows is left, the run ends with [`Outcome::PhasesDone`] and the
+//!   milestone stays active for a later run.
 //! - **Timeouts.** Every start carries a deadline from its phase's limits; an [`Input::Tick`]
 //!   past it fails the attempt as timed out and cancels it.
 //! - **Gates.** A finished phase must name each of its expected outputs as an artifact; when
@@ -122,6 +128,12 @@ struct LogMemory {
     degraded: HashMap<ItemRef, bool>,
     /// The highest attempt started per item (attempt numbers keep rising across rollbacks).
     attempts: HashMap<ItemRef, u32>,
+    /// Whether the task phase's latest attempt started as a container (tasks existed when it
+    /// started) or with an agent of its own (none did: it may have received tasks since, under
+    /// the pipeline strategy). `None` when the log does not tell (no start since the last
+    /// rollback, or an engine built from a state alone): then it is a container iff it has
+    /// tasks.
+    receiver_container: Option<bool>,
 }
 
 /// The scheduling engine. See the module docs.
@@ -173,8 +185,9 @@ pub struct Engine {
 impl Engine {
     /// An engine over `state`. Built from a state alone, the engine has no checkpoint states
     /// (rollback becomes available after the next phase boundary) and no scheduled retries
-    /// (failed items walk the recovery chain again); [`Engine::resume`] recovers both from the
-    /// log.
+    /// (failed items walk the recovery chain again), and a task phase in progress that has
+    /// tasks is taken to run through them (whether it started with an agent of its own is in
+    /// the log only); [`Engine::resume`] recovers all three from the log.
     ///
     /// # Errors
     /// [`EngineError::Config`] when the configuration is invalid.
@@ -225,6 +238,7 @@ impl Engine {
                     }
                     mem.retries.clear();
                     mem.degraded.clear();
+                    mem.receiver_container = None;
                 }
                 Event::RetryScheduled {
                     item,
@@ -236,6 +250,11 @@ impl Engine {
                         .insert(item.clone(), (*attempt, not_before.as_millis()));
                 }
                 Event::ItemStarted { item, attempt, .. } => {
+                    if let ItemRef::Phase(p) = item
+                        && p == state.workflow().task_phase()
+                    {
+                        mem.receiver_container = Some(!state.tasks().is_empty());
+                    }
                     mem.retries.remove(item);
                     let a = mem.attempts.entry(item.clone()).or_insert(0);
                     *a = (*a).max(*attempt);
@@ -255,7 +274,9 @@ impl Engine {
         checkpoints: Vec<(String, MilestoneState)>,
         mem: LogMemory,
     ) -> Result<Engine, EngineError> {
-        config.validate().map_err(EngineError::Config)?;
+        config
+            .validate_for(state.workflow())
+            .map_err(EngineError::Config)?;
         let mut h = hash::Fnv::new();
         h.str(state.id().as_str());
         let idem_base = h.finish();

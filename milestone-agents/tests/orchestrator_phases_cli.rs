@@ -1,0 +1,149 @@
+//! One phase at a time over `FileStore` and `CliGit` in temporary directories: a call dropped
+//! mid-phase, then a new orchestrator over the reopened store and repository carries the phase
+//! on with a phase call; every phase is committed once, in order, and the tag comes with the
+//! call that completes the milestone.
+#![cfg(unix)]
+
+mod orchestrator_support;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::executor::block_on;
+use milestone_agents::orchestrator::{Orchestrator, PlanSpec};
+use milestone_agents::{AgentContext, AgentError, AgentRequest, FnAgent};
+use milestone_core::engine::{Outcome, Role};
+use milestone_core::{ExecutionMode, MilestoneId, MilestoneStatus, PhaseId};
+use milestone_git::conventions::{MILESTONE_TRAILER, PHASE_TRAILER, branch_name, tag_name};
+use milestone_git::testing::isolated_config;
+use milestone_git::{CliGit, CommitRequest, GitBackend, LogRange, RefName, RepoPath, Revision};
+use milestone_state::{FileStore, StateStore};
+use orchestrator_support::*;
+
+fn main_branch() -> RefName {
+    RefName::new("main").unwrap()
+}
+
+fn ph(s: &str) -> PhaseId {
+    PhaseId::new(s).unwrap()
+}
+
+/// The phase trailers on the milestone branch, oldest first.
+fn committed_phases(git: &CliGit, m: &MilestoneId) -> Vec<String> {
+    let range = LogRange::all(Revision::branch(&branch_name(m)));
+    let mut v: Vec<String> = block_on(git.log(&range))
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.trailer(MILESTONE_TRAILER) == Some(m.as_str()))
+        .filter_map(|e| e.trailer(PHASE_TRAILER).map(str::to_owned))
+        .collect();
+    v.reverse();
+    v
+}
+
+#[test]
+fn phase_calls_over_file_store_and_cli_git_survive_a_dropped_call() {
+    let root = tempfile::tempdir().unwrap();
+    let [store_dir, repo_dir, home]: [PathBuf; 3] =
+        ["store", "repo", "home"].map(|d| root.path().join(d));
+    for d in [&store_dir, &repo_dir, &home] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let git = block_on(async {
+        let git = CliGit::init(&repo_dir, &main_branch(), isolated_config(&home).unwrap())
+            .await
+            .unwrap();
+        git.write_file(&RepoPath::new("README").unwrap(), b"hello\n")
+            .await
+            .unwrap();
+        git.add_all().await.unwrap();
+        git.commit(&CommitRequest::new("initial")).await.unwrap();
+        Arc::new(git)
+    });
+    let log = RunLog::default();
+    let m = MilestoneId::new("phased").unwrap();
+
+    // First orchestrator: design runs; the spec call is dropped while spec runs.
+    let mut first = registry(&log);
+    let l = log.clone();
+    let (started_tx, started) = futures::channel::oneshot::channel::<()>();
+    let started_tx = std::sync::Mutex::new(Some(started_tx));
+    first.bind_direct(
+        Role::Phase(ph("spec")),
+        FnAgent::new(
+            "hanging-spec",
+            move |req: AgentRequest, ctx: AgentContext| {
+                l.lock().unwrap().push(entry(&req));
+                if let Some(tx) = started_tx.lock().unwrap().take() {
+                    let _ = tx.send(());
+                }
+                async move {
+                    ctx.cancelled().await;
+                    Err(AgentError::cancelled("dropped"))
+                }
+            },
+        ),
+    );
+    let store = Arc::new(FileStore::open(&store_dir).unwrap());
+    let o = Orchestrator::builder()
+        .registry(first)
+        .store(store.clone())
+        .git(git.clone(), main_branch())
+        .build()
+        .unwrap();
+    block_on(async {
+        o.plan(PlanSpec::new(m.clone(), "Phased")).await?;
+        o.transition(&m).await?;
+        o.execute_phase(&m, &ph("design"), Some(ExecutionMode::Direct))
+            .await
+    })
+    .unwrap();
+    let spec = ph("spec");
+    {
+        // Run the call until spec has started, then drop it.
+        let call = Box::pin(o.execute_phase(&m, &spec, Some(ExecutionMode::Direct)));
+        match block_on(futures::future::select(call, started)) {
+            futures::future::Either::Right((Ok(()), call)) => drop(call),
+            _ => panic!("the spec call ended before spec started"),
+        }
+    }
+    drop(o);
+    drop(store);
+    assert_eq!(committed_phases(&git, &m), ["design"]);
+
+    // A new orchestrator over the reopened store and repository.
+    let store = Arc::new(FileStore::open(&store_dir).unwrap());
+    let git = Arc::new(block_on(CliGit::open(&repo_dir, isolated_config(&home).unwrap())).unwrap());
+    let o = Orchestrator::builder()
+        .registry(registry(&log))
+        .store(store.clone())
+        .git(git.clone(), main_branch())
+        .build()
+        .unwrap();
+    let report = block_on(o.execute_phase(&m, &spec, Some(ExecutionMode::Direct))).unwrap();
+    assert_eq!(
+        report.outcome,
+        Some(Outcome::PhasesDone { waiting: vec![] })
+    );
+    assert_eq!(report.metrics.runs, 1);
+    assert_eq!(runs_of(&log, "phase design"), 1);
+    assert_eq!(runs_of(&log, "phase spec"), 2);
+    assert_eq!(runs_of(&log, "phase task"), 0);
+    assert_eq!(committed_phases(&git, &m), ["design", "spec"]);
+    assert!(block_on(git.resolve(&Revision::tag(&tag_name(&m)))).is_err());
+
+    for phase in ["task", "execute"] {
+        block_on(o.execute_phase(&m, &ph(phase), None)).unwrap();
+    }
+    let state = block_on(store.load(&m)).unwrap().state;
+    assert_eq!(state.status(), MilestoneStatus::Completed);
+    assert_eq!(
+        committed_phases(&git, &m),
+        ["design", "spec", "task", "execute"]
+    );
+    assert_eq!(state.git().commits.len(), 4);
+    assert!(block_on(git.resolve(&Revision::tag(&tag_name(&m)))).is_ok());
+    for work in ["phase task", "task a", "task b", "task c"] {
+        assert_eq!(runs_of(&log, work), 1, "{work}");
+    }
+}
