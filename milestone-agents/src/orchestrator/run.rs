@@ -374,12 +374,11 @@ impl<'a> Drive<'a> {
         let mut cancelled = cancel.cancelled();
         let mut cancel_seen = false;
         let mut acc = Step::default();
-        let mut scratch = Step::default();
         let mut launches = Vec::new();
         loop {
             drive.read_clock();
             while let Some(input) = drive.inputs.pop_front() {
-                drive.feed(input, &mut scratch, &mut acc)?;
+                drive.feed(input, &mut acc)?;
             }
             if !acc.events.is_empty() || !acc.commands.is_empty() {
                 drive.perform(&mut acc).await?;
@@ -570,12 +569,7 @@ impl<'a> Drive<'a> {
 
     /// Hands one input to the engine, collecting its step into `acc`. Late news about runs the
     /// engine no longer considers running (cancelled, timed out) is dropped.
-    fn feed(
-        &mut self,
-        input: Input,
-        scratch: &mut Step,
-        acc: &mut Step,
-    ) -> Result<(), OrchestratorError> {
+    fn feed(&mut self, input: Input, acc: &mut Step) -> Result<(), OrchestratorError> {
         let now = self.now();
         let about_a_run = matches!(
             input,
@@ -589,20 +583,18 @@ impl<'a> Drive<'a> {
         );
         let lenient = about_a_run || !self.first;
         self.first = false;
-        match self.engine.handle_into(input, now, scratch) {
+        match self.engine.handle_append(input, now, acc) {
             Ok(()) => {}
             Err(EngineError::NotRunning { .. } | EngineError::UnknownWork { .. })
                 if about_a_run => {}
             Err(EngineError::Status { .. }) if lenient => {}
             Err(EngineError::Internal(e)) => {
-                // The events already applied are in `scratch`: persist nothing more; the next
-                // call rebuilds the engine from the stored log.
+                // The batch is abandoned, persisted up to its last append; the next call
+                // rebuilds the engine from the stored log.
                 return Err(OrchestratorError::Engine(EngineError::Internal(e)));
             }
             Err(e) => return Err(e.into()),
         }
-        acc.events.append(&mut scratch.events);
-        acc.commands.append(&mut scratch.commands);
         Ok(())
     }
 
@@ -647,8 +639,13 @@ impl<'a> Drive<'a> {
 
     /// Persists the batch's events, then carries out its commands.
     async fn perform(&mut self, acc: &mut Step) -> Result<(), OrchestratorError> {
-        let n = acc.events.len();
-        let events = std::mem::replace(&mut acc.events, Vec::with_capacity(n));
+        // The batch goes to the store (trimmed, as the store keeps it); the next one gets a
+        // buffer as large as this one turned out.
+        let n = acc.events.len().max(32);
+        let mut events = std::mem::replace(&mut acc.events, Vec::with_capacity(n));
+        if events.capacity() > events.len() + events.len() / 4 {
+            events.shrink_to_fit();
+        }
         let mut commands = std::mem::take(&mut acc.commands);
         // A phase commit asked for in the step that ends the milestone is made (and recorded)
         // before the final status is appended: a final milestone takes no more phase records.

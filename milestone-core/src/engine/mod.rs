@@ -381,6 +381,39 @@ impl Engine {
         out: &mut Step,
     ) -> Result<(), EngineError> {
         out.clear();
+        self.handle_append(input, now, out)
+    }
+
+    /// As [`Engine::handle_into`], appending to `out` instead of clearing it first: a host that
+    /// handles a batch of inputs and persists their events together collects them in one step
+    /// without copying. On [`EngineError::Internal`] `out` has the events already applied
+    /// appended; on every other error nothing is added.
+    ///
+    /// # Errors
+    /// As [`Engine::handle`].
+    pub fn handle_append(
+        &mut self,
+        input: Input,
+        now: Timestamp,
+        out: &mut Step,
+    ) -> Result<(), EngineError> {
+        let (events, commands) = (out.events.len(), out.commands.len());
+        let result = self.handle_dispatch(input, now, out);
+        if let Err(e) = &result
+            && !matches!(e, EngineError::Internal(_))
+        {
+            out.events.truncate(events);
+            out.commands.truncate(commands);
+        }
+        result
+    }
+
+    fn handle_dispatch(
+        &mut self,
+        input: Input,
+        now: Timestamp,
+        out: &mut Step,
+    ) -> Result<(), EngineError> {
         let now = now.as_millis();
         match input {
             Input::Start(crate::engine::StartMode::Planning) => self.start_planning(now, out)?,
@@ -768,6 +801,43 @@ mod tests {
             crate::state::ItemStatus::Pending,
             "the target is the state after a, before b"
         );
+    }
+
+    /// `handle_append` collects several inputs' steps in one, exactly as `handle_into` would
+    /// have returned them one by one; a refused input adds nothing.
+    #[test]
+    fn handle_append_is_handle_into_concatenated() {
+        let mut a = engine_with_tasks(4);
+        let mut b = a.clone();
+        let start = Input::Start(StartMode::Execution);
+        let s = a.handle(start.clone(), Timestamp(1)).unwrap();
+        let mut acc = Step::default();
+        b.handle_append(start, Timestamp(1), &mut acc).unwrap();
+        assert_eq!(acc, s);
+        let finish = |(work, attempt): (Work, u32)| Input::Finished {
+            work,
+            attempt,
+            output: ItemOutput::default(),
+        };
+        let mut expected = s.clone();
+        for (k, w) in started(&s).into_iter().take(2).enumerate() {
+            let one = a
+                .handle(finish(w.clone()), Timestamp(2 + k as u64))
+                .unwrap();
+            expected.events.extend(one.events);
+            expected.commands.extend(one.commands);
+            b.handle_append(finish(w.clone()), Timestamp(2 + k as u64), &mut acc)
+                .unwrap();
+            // The same input again is stale: refused, and nothing is added.
+            let before = acc.clone();
+            assert!(matches!(
+                b.handle_append(finish(w), Timestamp(9), &mut acc),
+                Err(EngineError::NotRunning { .. })
+            ));
+            assert_eq!(acc, before);
+        }
+        assert_eq!(acc, expected);
+        assert_eq!(a.state(), b.state());
     }
 
     #[test]
