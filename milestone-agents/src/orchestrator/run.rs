@@ -37,6 +37,9 @@ use crate::runner::{AgentRunner, run_with_deadline};
 /// still gets its starts out promptly.
 const MAX_BATCH: usize = 1024;
 
+/// Batches of at least this many events are handed to the store rather than lent.
+const OWNED_BATCH: usize = 32;
+
 /// How long runs cancelled at the end of a call get to return, in milliseconds.
 const CANCEL_GRACE_MS: u64 = 1_000;
 
@@ -639,13 +642,6 @@ impl<'a> Drive<'a> {
 
     /// Persists the batch's events, then carries out its commands.
     async fn perform(&mut self, acc: &mut Step) -> Result<(), OrchestratorError> {
-        // The batch goes to the store (trimmed, as the store keeps it); the next one gets a
-        // buffer as large as this one turned out.
-        let n = acc.events.len().max(32);
-        let mut events = std::mem::replace(&mut acc.events, Vec::with_capacity(n));
-        if events.capacity() > events.len() + events.len() / 4 {
-            events.shrink_to_fit();
-        }
         let mut commands = std::mem::take(&mut acc.commands);
         // A phase commit asked for in the step that ends the milestone is made (and recorded)
         // before the final status is appended: a final milestone takes no more phase records.
@@ -653,30 +649,41 @@ impl<'a> Drive<'a> {
             .iter()
             .any(|c| matches!(c, Command::CommitPhase { .. }))
         {
-            events
+            acc.events
                 .iter()
                 .position(|e| matches!(e, Event::StatusChanged { status, .. } if status.is_final()))
         } else {
             None
         };
-        match split {
-            Some(k) => {
-                self.append(&events[..k]).await?;
-                for c in &commands {
-                    if let Command::CommitPhase { phase } = c {
-                        self.commit(phase).await?;
-                    }
+        if let Some(k) = split {
+            let events = std::mem::take(&mut acc.events);
+            self.append(&events[..k]).await?;
+            for c in &commands {
+                if let Command::CommitPhase { phase } = c {
+                    self.commit(phase).await?;
                 }
-                commands.retain(|c| !matches!(c, Command::CommitPhase { .. }));
-                self.append(&events[k..]).await?;
             }
-            None => {
-                self.after_append(&events);
-                self.append_owned(events).await?;
-                return self.carry_out_all(acc, commands).await;
+            commands.retain(|c| !matches!(c, Command::CommitPhase { .. }));
+            self.append(&events[k..]).await?;
+            self.after_append(&events);
+        } else if acc.events.len() < OWNED_BATCH {
+            // A small batch is lent (a store copies what it keeps of it) and its buffer reused.
+            let events = std::mem::take(&mut acc.events);
+            self.append(&events).await?;
+            self.after_append(&events);
+            acc.events = events;
+            acc.events.clear();
+        } else {
+            // A large one is handed over (trimmed, as the store may keep it as it is); the next
+            // batch gets a buffer as large as this one turned out.
+            let n = acc.events.len();
+            let mut events = std::mem::replace(&mut acc.events, Vec::with_capacity(n));
+            if events.capacity() > n + n / 4 {
+                events.shrink_to_fit();
             }
+            self.after_append(&events);
+            self.append_owned(events).await?;
         }
-        self.after_append(&events);
         self.carry_out_all(acc, commands).await
     }
 
