@@ -1,7 +1,6 @@
 //! The runner's side channel: [`AgentContext`] reports progress and hands off partial results
 //! to the orchestrator, and lets the runner see cancellation.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -76,7 +75,8 @@ impl std::ops::Deref for TokenRef {
 struct CancelInner {
     cancelled: AtomicBool,
     next: AtomicU64,
-    wakers: Mutex<HashMap<u64, Waker>>,
+    /// The waiters: (slot, waker). Few per token, so a list (and no hasher to seed per token).
+    wakers: Mutex<Vec<(u64, Waker)>>,
 }
 
 impl fmt::Debug for CancelToken {
@@ -103,7 +103,7 @@ impl CancelToken {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner),
             );
-            for w in wakers.into_values() {
+            for (_, w) in wakers {
                 w.wake();
             }
         }
@@ -151,7 +151,10 @@ impl Future for Cancelled {
         if self.inner.cancelled.load(Ordering::Acquire) {
             return Poll::Ready(());
         }
-        wakers.insert(self.slot, cx.waker().clone());
+        match wakers.iter_mut().find(|(slot, _)| *slot == self.slot) {
+            Some((_, w)) => w.clone_from(cx.waker()),
+            None => wakers.push((self.slot, cx.waker().clone())),
+        }
         Poll::Pending
     }
 }
@@ -159,7 +162,7 @@ impl Future for Cancelled {
 impl Drop for Cancelled {
     fn drop(&mut self) {
         if let Ok(mut w) = self.inner.wakers.lock() {
-            w.remove(&self.slot);
+            w.retain(|(slot, _)| *slot != self.slot);
         }
     }
 }
