@@ -55,6 +55,15 @@ fn a_session_runs_once_and_shows_the_state_it_left() {
         *session.state(),
         "the session's state is the store's"
     );
+    let line = report.to_string();
+    for part in [
+        "milestone login: completed (completed), 100",
+        "mode",
+        "6 runs (0 agent, 6 direct, 0 fallback, 0 degraded), 0 cache hits, 0 failures, 0 timeouts",
+        &format!("{} events in", report.metrics.events_appended),
+    ] {
+        assert!(line.contains(part), "{line:?} lacks {part:?}");
+    }
     // Running again runs nothing more.
     let again = block_on(session.execute()).unwrap();
     assert_eq!(again.status, MilestoneStatus::Completed);

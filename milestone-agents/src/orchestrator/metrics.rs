@@ -135,6 +135,71 @@ pub struct Report {
     pub version: u64,
 }
 
+/// One line a host can log:
+/// `milestone login: completed (completed), 100.00 %, agents mode, pipeline strategy; 6 runs
+/// (4 agent, 2 direct, 0 fallback, 0 degraded), 1 cache hit, 0 failures, 0 timeouts; 40 events in
+/// 12 appends; 4 git operations; 1200 ms`.
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let outcome = match &self.outcome {
+            None => "paused".to_owned(),
+            Some(Outcome::Planned) => "planned".to_owned(),
+            Some(Outcome::Completed) => "completed".to_owned(),
+            Some(Outcome::Cancelled) => "cancelled".to_owned(),
+            Some(Outcome::Failed {
+                work,
+                attempts,
+                error,
+            }) => format!(
+                "failed: {work} after {attempts} attempts: {}",
+                error.message
+            ),
+            Some(Outcome::PhasesDone { waiting }) if waiting.is_empty() => "phases done".to_owned(),
+            Some(Outcome::PhasesDone { waiting }) => format!(
+                "phases done, waiting: {}",
+                waiting
+                    .iter()
+                    .map(|p| p.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Some(other) => format!("{other:?}"),
+        };
+        let mode = match self.mode {
+            ExecutionMode::Direct => "direct",
+            ExecutionMode::Hybrid => "hybrid",
+            _ => "agents",
+        };
+        let m = &self.metrics;
+        write!(
+            f,
+            "milestone {}: {} ({outcome}), {}, {mode} mode",
+            self.milestone, self.status, self.progress.overall
+        )?;
+        if let Some(s) = self.strategy {
+            write!(f, ", {} strategy", s.name())?;
+        }
+        write!(
+            f,
+            "; {} runs ({} agent, {} direct, {} fallback, {} degraded), {} cache hit{}, {} \
+             failures, {} timeouts; {} events in {} appends; {} git operations; {} ms",
+            m.runs,
+            m.agent_runs,
+            m.direct_runs,
+            m.fallback_runs,
+            m.degraded_runs,
+            m.cache_hits,
+            if m.cache_hits == 1 { "" } else { "s" },
+            m.failures,
+            m.timeouts,
+            m.events_appended,
+            m.appends,
+            m.git_operations,
+            m.duration_ms()
+        )
+    }
+}
+
 impl Report {
     /// Whether the milestone completed.
     pub fn is_completed(&self) -> bool {
