@@ -14,46 +14,13 @@ use milestone_agents::orchestrator::{
 use milestone_agents::{AgentOutput, FnAgent, Registry};
 use milestone_core::engine::{Outcome, Role};
 use milestone_core::{Event, MilestoneId, MilestoneStatus, Mode, ProblemKind, Progress};
-use milestone_git::conventions::{MILESTONE_TRAILER, PHASE_TRAILER, branch_name, tag_name};
-use milestone_git::{CommitRequest, GitBackend, InMemoryGit, LogRange, RefName, Revision};
+use milestone_git::conventions::{branch_name, tag_name};
+use milestone_git::{GitBackend, Revision};
 use milestone_state::{InMemory, StateStore};
 use orchestrator_support::*;
 
 fn id(s: &str) -> MilestoneId {
     MilestoneId::new(s).unwrap()
-}
-
-fn main_branch() -> RefName {
-    RefName::new("main").unwrap()
-}
-
-/// An in-memory repository with one commit on `main`.
-fn repo() -> Arc<InMemoryGit> {
-    let git = Arc::new(InMemoryGit::new());
-    block_on(async {
-        git.write_file(&milestone_git::RepoPath::new("README").unwrap(), b"hi")
-            .await
-            .unwrap();
-        git.add_all().await.unwrap();
-        git.commit(&CommitRequest::new("initial")).await.unwrap();
-    });
-    git
-}
-
-/// The phases committed on the milestone branch, oldest first, as their trailers say.
-fn committed_phases(git: &InMemoryGit, m: &MilestoneId) -> Vec<String> {
-    let range = LogRange::between(
-        Revision::branch(&main_branch()),
-        Revision::branch(&branch_name(m)),
-    );
-    let mut phases: Vec<String> = block_on(git.log(&range))
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.trailer(MILESTONE_TRAILER) == Some(m.as_str()))
-        .filter_map(|e| e.trailer(PHASE_TRAILER).map(str::to_owned))
-        .collect();
-    phases.reverse();
-    phases
 }
 
 #[test]

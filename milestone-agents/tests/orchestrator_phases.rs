@@ -14,8 +14,8 @@ use milestone_agents::orchestrator::{ModePolicy, Orchestrator, OrchestratorError
 use milestone_agents::{AgentContext, AgentError, AgentOutput, AgentRequest, FnAgent, Registry};
 use milestone_core::engine::{Outcome, Role, Strategy};
 use milestone_core::{Event, ExecutionMode, MilestoneId, MilestoneStatus, PhaseId};
-use milestone_git::conventions::{MILESTONE_TRAILER, PHASE_TRAILER, branch_name, tag_name};
-use milestone_git::{CommitRequest, GitBackend, InMemoryGit, LogRange, RefName, Revision};
+use milestone_git::conventions::tag_name;
+use milestone_git::{GitBackend, InMemoryGit, Revision};
 use milestone_state::{InMemory, StateStore};
 use orchestrator_support::*;
 
@@ -25,39 +25,6 @@ fn id(s: &str) -> MilestoneId {
 
 fn ph(s: &str) -> PhaseId {
     PhaseId::new(s).unwrap()
-}
-
-fn main_branch() -> RefName {
-    RefName::new("main").unwrap()
-}
-
-/// An in-memory repository with one commit on `main`.
-fn repo() -> Arc<InMemoryGit> {
-    let git = Arc::new(InMemoryGit::new());
-    block_on(async {
-        git.write_file(&milestone_git::RepoPath::new("README").unwrap(), b"hi")
-            .await
-            .unwrap();
-        git.add_all().await.unwrap();
-        git.commit(&CommitRequest::new("initial")).await.unwrap();
-    });
-    git
-}
-
-/// The phases committed on the milestone branch, oldest first, as their trailers say.
-fn committed_phases(git: &InMemoryGit, m: &MilestoneId) -> Vec<String> {
-    let range = LogRange::between(
-        Revision::branch(&main_branch()),
-        Revision::branch(&branch_name(m)),
-    );
-    let mut phases: Vec<String> = block_on(git.log(&range))
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.trailer(MILESTONE_TRAILER) == Some(m.as_str()))
-        .filter_map(|e| e.trailer(PHASE_TRAILER).map(str::to_owned))
-        .collect();
-    phases.reverse();
-    phases
 }
 
 /// Planning runners, plus a direct runner and an agent for every phase and for tasks; each run

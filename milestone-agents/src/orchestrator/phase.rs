@@ -9,9 +9,9 @@
 //! commit is made when it completes, and the milestone's tag only when the milestone completes.
 
 use milestone_core::engine::{Input, Outcome, StartMode, Strategy};
-use milestone_core::{Decision, Event, ExecutionMode, MilestoneId, MilestoneState, Mode, PhaseId};
+use milestone_core::{Decision, ExecutionMode, MilestoneId, MilestoneState, Mode, PhaseId};
 
-use super::{Orchestrator, OrchestratorError, Report, not_found, run};
+use super::{Orchestrator, OrchestratorError, Report};
 
 /// What one call restricts or overrides (the default: nothing).
 #[derive(Debug, Clone, Default)]
@@ -20,6 +20,16 @@ pub(crate) struct Call {
     pub(crate) mode: Option<ExecutionMode>,
     /// The phases that may start, instead of the configuration's filter.
     pub(crate) phases: Option<Vec<PhaseId>>,
+}
+
+impl Call {
+    /// `phase` only, with `mode` when given.
+    fn one(phase: &PhaseId, mode: Option<ExecutionMode>) -> Call {
+        Call {
+            mode,
+            phases: Some(vec![phase.clone()]),
+        }
+    }
 }
 
 impl Orchestrator {
@@ -114,15 +124,9 @@ impl Orchestrator {
         phase: &PhaseId,
         mode: Option<ExecutionMode>,
     ) -> Result<Report, OrchestratorError> {
-        let (_guard, cancel) = self.claim(id)?;
-        let loaded = self
-            .inner
-            .store
-            .load(id)
-            .await
-            .map_err(|e| not_found(e, id))?;
+        let mut session = self.open_with(id, Call::one(phase, mode)).await?;
         let configured = self.inner.config.strategy;
-        let waiting_on = blockers(&loaded.state, phase, configured).map_err(|()| {
+        let waiting_on = blockers(session.state(), phase, configured).map_err(|()| {
             OrchestratorError::UnknownPhase {
                 id: id.clone(),
                 phase: phase.clone(),
@@ -135,31 +139,15 @@ impl Orchestrator {
                 waiting_on,
             });
         }
-        drop(loaded);
-        let log = self.read_log(id).await?;
-        let version = log.len() as u64;
-        let call = Call {
-            mode,
-            phases: Some(vec![phase.clone()]),
-        };
-        let done = run::Drive::start(
-            &self.inner,
-            id,
-            log,
-            version,
-            cancel,
-            vec![Input::Start(StartMode::Execution)],
-            call,
-        )
-        .await?;
-        let report = done.report;
+        let report = session
+            .run(vec![Input::Start(StartMode::Execution)])
+            .await?;
         // Only an adaptive strategy chosen in this very call can make the phase wait on
         // phases the check above did not count (it chose sequential): refuse the same way.
         if let Some(Outcome::PhasesDone { waiting }) = &report.outcome
             && waiting.contains(phase)
         {
-            let state = self.inner.store.load(id).await?.state;
-            let waiting_on = blockers(&state, phase, configured).unwrap_or_default();
+            let waiting_on = blockers(session.state(), phase, configured).unwrap_or_default();
             return Err(OrchestratorError::PhaseNotReady {
                 id: id.clone(),
                 phase: phase.clone(),
@@ -185,25 +173,13 @@ impl Orchestrator {
         phase: &PhaseId,
         mode: Option<ExecutionMode>,
     ) -> Result<Report, OrchestratorError> {
-        let (_guard, cancel) = self.claim(id)?;
-        let log = self.read_log(id).await?;
-        let known = log.first().is_some_and(|e| {
-            matches!(e, Event::Created { workflow, .. } if workflow.position(phase.as_str()).is_some())
-        });
-        if !known {
-            return Err(OrchestratorError::UnknownPhase {
-                id: id.clone(),
-                phase: phase.clone(),
-            });
-        }
-        let version = log.len() as u64;
-        let call = Call {
-            mode,
-            phases: Some(vec![phase.clone()]),
-        };
-        let inputs = vec![Input::Answer(decision), Input::Start(StartMode::Execution)];
-        let done = run::Drive::start(&self.inner, id, log, version, cancel, inputs, call).await?;
-        Ok(done.report)
+        let mut session = self.open_with(id, Call::one(phase, mode)).await?;
+        session
+            .run(vec![
+                Input::Answer(decision),
+                Input::Start(StartMode::Execution),
+            ])
+            .await
     }
 }
 

@@ -3,8 +3,9 @@
 use std::fmt;
 
 use milestone_core::engine::{Input, StartMode};
-use milestone_core::{MilestoneId, MilestoneState};
+use milestone_core::{Event, MilestoneId, MilestoneState};
 
+use super::phase::Call;
 use super::{Orchestrator, OrchestratorError, Report, RunningGuard, run};
 use crate::context::CancelToken;
 
@@ -70,11 +71,30 @@ impl Orchestrator {
     /// [`OrchestratorError::NotFound`]; [`OrchestratorError::AlreadyRunning`];
     /// [`OrchestratorError::Engine`] when the log does not fold; store errors.
     pub async fn open(&self, id: &MilestoneId) -> Result<Session<'_>, OrchestratorError> {
+        self.open_with(id, Call::default()).await
+    }
+
+    /// As [`Orchestrator::open`], with `call`'s restrictions; a phase of the filter the
+    /// milestone's workflow does not have is [`OrchestratorError::UnknownPhase`].
+    pub(crate) async fn open_with(
+        &self,
+        id: &MilestoneId,
+        call: Call,
+    ) -> Result<Session<'_>, OrchestratorError> {
         let (guard, cancel) = self.claim(id)?;
         let log = self.read_log(id).await?;
+        if let (Some(phases), Some(Event::Created { workflow, .. })) = (&call.phases, log.first())
+            && let Some(unknown) = phases
+                .iter()
+                .find(|p| workflow.position(p.as_str()).is_none())
+        {
+            return Err(OrchestratorError::UnknownPhase {
+                id: id.clone(),
+                phase: unknown.clone(),
+            });
+        }
         let version = log.len() as u64;
-        let drive =
-            run::Drive::open(&self.inner, id, log, version, super::phase::Call::default()).await?;
+        let drive = run::Drive::open(&self.inner, id, log, version, call).await?;
         Ok(Session {
             _guard: guard,
             cancel,

@@ -133,3 +133,43 @@ pub fn registry(log: &RunLog) -> Registry {
 pub fn broken(message: &str) -> AgentError {
     AgentError::permanent(message)
 }
+
+/// The base branch of the test repositories.
+pub fn main_branch() -> milestone_git::RefName {
+    milestone_git::RefName::new("main").unwrap()
+}
+
+/// An in-memory repository with one commit on `main`.
+pub fn repo() -> Arc<milestone_git::InMemoryGit> {
+    use milestone_git::{CommitRequest, GitBackend, InMemoryGit, RepoPath};
+    let git = Arc::new(InMemoryGit::new());
+    futures::executor::block_on(async {
+        git.write_file(&RepoPath::new("README").unwrap(), b"hi")
+            .await
+            .unwrap();
+        git.add_all().await.unwrap();
+        git.commit(&CommitRequest::new("initial")).await.unwrap();
+    });
+    git
+}
+
+/// The phases committed on the milestone branch, oldest first, as their trailers say.
+pub fn committed_phases(
+    git: &milestone_git::InMemoryGit,
+    m: &milestone_core::MilestoneId,
+) -> Vec<String> {
+    use milestone_git::conventions::{MILESTONE_TRAILER, PHASE_TRAILER, branch_name};
+    use milestone_git::{GitBackend, LogRange, Revision};
+    let range = LogRange::between(
+        Revision::branch(&main_branch()),
+        Revision::branch(&branch_name(m)),
+    );
+    let mut phases: Vec<String> = futures::executor::block_on(git.log(&range))
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.trailer(MILESTONE_TRAILER) == Some(m.as_str()))
+        .filter_map(|e| e.trailer(PHASE_TRAILER).map(str::to_owned))
+        .collect();
+    phases.reverse();
+    phases
+}
