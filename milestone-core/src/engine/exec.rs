@@ -632,8 +632,7 @@ impl Engine {
         out: &mut Step,
     ) -> Result<(), EngineError> {
         let attempt = self.nodes[i].attempts + 1;
-        let item = self.nodes[i].item.clone();
-        let started = item.clone();
+        let started = self.nodes[i].item.clone();
         self.emit_with(i, out, || Event::ItemStarted {
             at: Timestamp(now),
             item: started,
@@ -644,7 +643,9 @@ impl Engine {
         let budget = spec.limits.clone();
         let reusable = spec.cache == CachePolicy::Reusable;
         let deadline = now.saturating_add(budget.timeout_ms);
-        // Input: the data of the dependencies (their partial result when started early).
+        // Input: the data of the dependencies (their partial result when started early),
+        // hashed into the cache key as it is gathered.
+        let mut h = hash::Fnv(self.nodes[i].ident);
         let mut input = Vec::new();
         if i < self.np {
             input.reserve(self.preds[i].len());
@@ -655,46 +656,49 @@ impl Engine {
                     (None, Some(p)) => p.clone(),
                     (None, None) => serde_json::Value::Null,
                 };
+                let from = &self.nodes[d as usize].item;
+                h.str(from.as_str());
+                h.value(&data);
                 input.push(Upstream {
-                    from: Work::Item(self.nodes[d as usize].item.clone()),
+                    from: Work::Item(from.clone()),
                     data,
                 });
             }
-        } else if !self.nodes[i].deps.is_empty() {
-            input.reserve(self.nodes[i].deps.len());
+        } else if self.task_data {
+            // A task's dependencies that produced no data are left out: a plain graph starts
+            // its tasks without allocating or hashing anything per dependency (and without
+            // reading their states at all while no task has produced data).
             for &d in self.nodes[i].deps.iter() {
-                let st = &self.state.tasks()[d as usize - self.np].item;
+                let Some(o) = &self.state.tasks()[d as usize - self.np].item.output else {
+                    continue;
+                };
+                if o.data.is_null() {
+                    continue;
+                }
+                let from = &self.nodes[d as usize].item;
+                h.str(from.as_str());
+                h.value(&o.data);
                 input.push(Upstream {
-                    from: Work::Item(self.nodes[d as usize].item.clone()),
-                    data: st
-                        .output
-                        .as_ref()
-                        .map_or(serde_json::Value::Null, |o| o.data.clone()),
+                    from: Work::Item(from.clone()),
+                    data: o.data.clone(),
                 });
             }
         }
-        let mut h = hash::Fnv(self.nodes[i].ident);
-        for u in &input {
-            if let Work::Item(it) = &u.from {
-                h.str(it.as_str());
-            }
-            h.value(&u.data);
-        }
         let cache_key = CacheKey(h.finish());
-        let idempotency_key = IdempotencyKey(self.nodes[i].idem);
-        let role = match &item {
-            ItemRef::Phase(p) => Role::Phase(p.clone()),
-            ItemRef::Task(_) => Role::Task,
-        };
-        let degraded = self.nodes[i].degraded;
         let n = &mut self.nodes[i];
+        let idempotency_key = IdempotencyKey(n.idem);
+        let degraded = n.degraded;
         n.attempts = attempt;
         n.st = NodeState::Running { attempt, deadline };
         n.slot = self.running.len() as u32;
+        let work = Work::Item(n.item.clone());
         self.running.push(i as u32);
-        if i >= self.np {
+        let role = if i < self.np {
+            Role::Phase(self.phase_id(i))
+        } else {
             self.remember(i);
-        }
+            Role::Task
+        };
         if i < self.np && !was_active {
             self.phases_active += 1;
         }
@@ -705,8 +709,8 @@ impl Engine {
                 matches!(nodes[*n as usize].st, NodeState::Running { attempt, .. } if attempt == *a)
             });
         }
-        out.commands.push(Command::Start(Box::new(StartCommand {
-            work: Work::Item(item),
+        out.commands.push(Command::Start(StartCommand {
+            work,
             role,
             input,
             attempt,
@@ -716,7 +720,7 @@ impl Engine {
             cache_key,
             reusable,
             degraded,
-        })));
+        }));
         Ok(())
     }
 
@@ -825,6 +829,11 @@ impl Engine {
             return Ok(());
         };
         self.release(i);
+        // The host's id (equal to the node's: the lookup checked it) moves into the event.
+        let item = match work {
+            Work::Item(item) => Some(item),
+            Work::Planning(_) => None,
+        };
         if i < self.np {
             let spec = &self.state.workflow().phases()[i];
             let missing: Vec<&str> = spec
@@ -853,7 +862,7 @@ impl Engine {
                 return Ok(());
             }
         }
-        self.accept(i, output, now, out)
+        self.accept(i, item, output, now, out)
     }
 
     pub(super) fn gate_result(
@@ -872,7 +881,7 @@ impl Engine {
         }
         if passed {
             let output = self.nodes[i].held.take().map(|o| *o).unwrap_or_default();
-            self.accept(i, output, now, out)
+            self.accept(i, None, output, now, out)
         } else {
             self.nodes[i].held = None;
             let error = ItemError {
@@ -884,10 +893,12 @@ impl Engine {
     }
 
     /// A finished attempt that passed its gates: tasks it lists join, then it completes (a
-    /// phase may be held until its predecessors and tasks are done).
+    /// phase may be held until its predecessors and tasks are done). `item`: the id the host
+    /// echoed, if at hand (saves a clone of the node's).
     fn accept(
         &mut self,
         i: usize,
+        item: Option<ItemRef>,
         output: ItemOutput,
         now: u64,
         out: &mut Step,
@@ -907,7 +918,7 @@ impl Engine {
             self.phase_dirty = true;
             Ok(())
         } else {
-            self.complete_task(i, output, now, out)
+            self.complete_task(i, item, output, now, out)
         }
     }
 
@@ -977,11 +988,13 @@ impl Engine {
     fn complete_task(
         &mut self,
         i: usize,
+        item: Option<ItemRef>,
         output: ItemOutput,
         now: u64,
         out: &mut Step,
     ) -> Result<(), EngineError> {
-        let item = self.nodes[i].item.clone();
+        let item = item.unwrap_or_else(|| self.nodes[i].item.clone());
+        self.task_data |= !output.data.is_null();
         self.emit_with(i, out, || Event::ItemCompleted {
             at: Timestamp(now),
             item,

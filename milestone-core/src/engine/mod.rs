@@ -22,6 +22,10 @@
 //!   problem in the message. A task phase that has tasks when it starts runs only through them
 //!   (no agent of its own); it completes once all its tasks are done. Without tasks it runs as
 //!   an ordinary phase, and tasks added while it runs must finish before it completes.
+//! - **Inputs.** A start carries its dependencies' data as [`StartCommand::input`]: every
+//!   predecessor of a phase (its output's data, or its partial result when started early);
+//!   for a task, the dependencies that produced data — dependencies that produced no data are
+//!   left out. The cache key hashes the phase, the item and that input.
 //! - **Timeouts.** Every start carries a deadline from its phase's limits; an [`Input::Tick`]
 //!   past it fails the attempt as timed out and cancels it.
 //! - **Gates.** A finished phase must name each of its expected outputs as an artifact; when
@@ -168,6 +172,11 @@ pub struct Engine {
     /// id's text; a miss (an id built anew, an overwritten entry) falls back to the state's
     /// index.
     recent: Vec<(usize, u32)>,
+    /// Some task may have completed with data (`null` otherwise): until one has, a start
+    /// gathers no input from its dependencies without reading their states. Set from the
+    /// state on construction and by every completion with data; never cleared (after a
+    /// rollback it may be true needlessly, which costs only the reads).
+    task_data: bool,
 }
 
 impl Engine {
@@ -295,7 +304,13 @@ impl Engine {
             planning: Planning::default(),
             idem_base,
             recent: Vec::new(),
+            task_data: false,
         };
+        engine.task_data = engine
+            .state
+            .tasks()
+            .iter()
+            .any(|t| t.item.output.as_ref().is_some_and(|o| !o.data.is_null()));
         engine.rebuild(&mem);
         if engine.enabled {
             for i in 0..engine.np {
