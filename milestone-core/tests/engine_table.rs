@@ -722,7 +722,7 @@ fn starts(step: &Step) -> Vec<&milestone_core::engine::StartCommand> {
     step.commands
         .iter()
         .filter_map(|c| match c {
-            Command::Start(s) => Some(s),
+            Command::Start(s) => Some(&**s),
             _ => None,
         })
         .collect()

@@ -502,7 +502,7 @@ impl<'a> Drive<'a> {
 
     async fn carry_out(&mut self, command: Command) -> Result<(), OrchestratorError> {
         match command {
-            Command::Start(start) => self.launch(Box::new(start)),
+            Command::Start(start) => self.launch(start),
             Command::Cancel { work, attempt } => {
                 if let Some(t) = self.tokens.remove(&(work, attempt)) {
                     t.cancel();

@@ -632,7 +632,10 @@ impl Engine {
         out: &mut Step,
     ) -> Result<(), EngineError> {
         let attempt = self.nodes[i].attempts + 1;
+        // Both clones first, back to back: each is an atomic increment, which waits for the
+        // stores before it (the event's) to drain.
         let started = self.nodes[i].item.clone();
+        let work = Work::Item(self.nodes[i].item.clone());
         self.emit_with(i, out, || Event::ItemStarted {
             at: Timestamp(now),
             item: started,
@@ -691,7 +694,6 @@ impl Engine {
         n.attempts = attempt;
         n.st = NodeState::Running { attempt, deadline };
         n.slot = self.running.len() as u32;
-        let work = Work::Item(n.item.clone());
         self.running.push(i as u32);
         let role = if i < self.np {
             Role::Phase(self.phase_id(i))
@@ -709,7 +711,7 @@ impl Engine {
                 matches!(nodes[*n as usize].st, NodeState::Running { attempt, .. } if attempt == *a)
             });
         }
-        out.commands.push(Command::Start(StartCommand {
+        out.commands.push(Command::Start(Box::new(StartCommand {
             work,
             role,
             input,
@@ -720,7 +722,7 @@ impl Engine {
             cache_key,
             reusable,
             degraded,
-        }));
+        })));
         Ok(())
     }
 
@@ -903,7 +905,8 @@ impl Engine {
         now: u64,
         out: &mut Step,
     ) -> Result<(), EngineError> {
-        if let Some(tasks) = output.data.get("tasks")
+        if output.data.is_object()
+            && let Some(tasks) = output.data.get("tasks")
             && let Err(message) = self.add_tasks(i, tasks, now, out)
         {
             let error = ItemError {

@@ -148,7 +148,7 @@ impl Engine {
         let mut k = hash::Fnv(self.idem_base);
         k.bytes(&[2]);
         k.str(a.name());
-        out.commands.push(Command::Start(StartCommand {
+        out.commands.push(Command::Start(Box::new(StartCommand {
             work: Work::Planning(a),
             role: a.role(),
             input,
@@ -162,7 +162,7 @@ impl Engine {
             cache_key,
             reusable: false,
             degraded: false,
-        }));
+        })));
     }
 
     pub(super) fn planning_finished(
