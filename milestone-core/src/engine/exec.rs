@@ -1070,6 +1070,7 @@ impl Engine {
     }
 
     /// Completes the milestone when every phase is done.
+    #[inline]
     pub(super) fn check_complete(&mut self, now: u64, out: &mut Step) -> Result<(), EngineError> {
         if self.phases_done < self.np || self.over {
             return Ok(());

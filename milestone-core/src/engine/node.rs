@@ -142,6 +142,7 @@ impl<T> Default for ReadyQueue<T> {
 }
 
 impl<T: Ord + Copy> ReadyQueue<T> {
+    #[inline]
     pub(crate) fn push(&mut self, key: T) {
         if self.run.back().is_none_or(|&last| key <= last) {
             self.run.push_back(key);
@@ -150,6 +151,7 @@ impl<T: Ord + Copy> ReadyQueue<T> {
         }
     }
 
+    #[inline]
     pub(crate) fn peek(&self) -> Option<&T> {
         match (self.run.front(), self.heap.peek()) {
             (Some(a), Some(b)) if b > a => Some(b),
@@ -158,6 +160,7 @@ impl<T: Ord + Copy> ReadyQueue<T> {
         }
     }
 
+    #[inline]
     pub(crate) fn pop(&mut self) -> Option<T> {
         match (self.run.front(), self.heap.peek()) {
             (Some(a), Some(b)) if b > a => self.heap.pop(),
