@@ -444,7 +444,9 @@ impl Engine {
         }
         // A crash may have cut the log between the last phase's completion and the
         // milestone's.
-        self.check_complete(now, out)?;
+        if self.phases_done >= self.np {
+            self.check_complete(now, out)?;
+        }
         if self.over {
             return Ok(());
         }

@@ -539,7 +539,12 @@ impl Engine {
                 self.deadlines.peek().map(|t| t.0.0),
                 self.retries.peek().map(|t| t.0.0),
             ),
-            self.planning.next_timer(),
+            // Planning timers run only in planning mode.
+            if self.state.mode() == crate::state::Mode::Planning {
+                self.planning.next_timer()
+            } else {
+                None
+            },
         );
         if let Some(t) = next
             && self.last_wake.is_none_or(|w| t < w || w <= now)
