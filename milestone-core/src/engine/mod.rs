@@ -172,6 +172,8 @@ pub struct Engine {
     /// id's text; a miss (an id built anew, an overwritten entry) falls back to the state's
     /// index.
     recent: Vec<(usize, u32)>,
+    /// `64 - log2(recent.len())` once `recent` is allocated (its size never changes after).
+    recent_shift: u32,
     /// Some task may have completed with data (`null` otherwise): until one has, a start
     /// gathers no input from its dependencies without reading their states. Set from the
     /// state on construction and by every completion with data; never cleared (after a
@@ -304,6 +306,7 @@ impl Engine {
             planning: Planning::default(),
             idem_base,
             recent: Vec::new(),
+            recent_shift: 63,
             task_data: false,
         };
         engine.task_data = engine
@@ -457,6 +460,7 @@ impl Engine {
     }
 
     /// The node a unit of work names (execution work only).
+    #[inline]
     fn node_of(&self, work: &Work) -> Result<usize, EngineError> {
         let found = match work {
             Work::Item(ItemRef::Phase(p)) => self.state.workflow().position(p.as_str()),
@@ -485,12 +489,10 @@ impl Engine {
     }
 
     /// The entry of `recent` for an id at `addr` (a Fibonacci hash of the address).
+    #[inline]
     fn recent_slot(&self, addr: usize) -> usize {
-        let bits = self.recent.len().trailing_zeros();
-        if bits == 0 {
-            return 0;
-        }
-        ((addr as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - bits)) as usize
+        // Before `recent` is allocated this is 0 or 1, which `get` answers with `None`.
+        ((addr as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.recent_shift) as usize
     }
 
     /// Remembers a started task for [`Engine::node_of`].
@@ -504,6 +506,7 @@ impl Engine {
                 .clamp(64, 4096)
                 .next_power_of_two();
             self.recent = vec![(0, 0); n];
+            self.recent_shift = 64 - n.trailing_zeros();
         }
         let addr = self.nodes[i].item_addr();
         let k = self.recent_slot(addr);
