@@ -30,8 +30,8 @@ pub(crate) enum NodeState {
 }
 
 /// One phase or task. `repr(C)` with the fields a completion touches on each dependent
-/// (state, waiting count, dependents, dependencies) first, so that they share a cache line:
-/// finishing a task updates nodes spread over the whole graph.
+/// (state, waiting count, dependents, dependencies) first and next to each other, so that
+/// they mostly share a cache line: finishing a task updates nodes spread over the whole graph.
 #[derive(Debug, Clone)]
 #[repr(C)]
 pub(crate) struct Node {
