@@ -874,7 +874,7 @@ impl MilestoneState {
 
     /// Raises an item's progress to `to` if higher; for a task, keeps the task phase's progress
     /// (the weighted share of its tasks) in step, never lowering it. O(1).
-    #[inline]
+    #[inline(always)]
     fn raise_progress(&mut self, slot: Slot, to: Progress) {
         let st = self.at_slot_mut(slot);
         let before = st.progress;
@@ -890,7 +890,7 @@ impl MilestoneState {
     }
 
     /// Raises the task phase's progress to the share of its tasks done, short of complete.
-    #[inline]
+    #[inline(always)]
     fn bump_task_phase(&mut self) {
         let Some(share) = self.task_share() else {
             return;

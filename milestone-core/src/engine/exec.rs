@@ -262,6 +262,7 @@ impl Engine {
         self.phase_dirty = true;
     }
 
+    #[inline]
     pub(super) fn queue(&mut self, i: usize) {
         let n = &mut self.nodes[i];
         n.st = NodeState::Queued;
@@ -270,6 +271,7 @@ impl Engine {
 
     /// Makes a task whose dependencies are done runnable (queued, or parked until its phase
     /// runs).
+    #[inline(always)]
     pub(super) fn task_ready(&mut self, i: usize) {
         if self.nodes[self.receiver].in_progress() {
             self.queue(i);
@@ -729,6 +731,7 @@ impl Engine {
     }
 
     /// Removes node `i` from the running list.
+    #[inline]
     pub(super) fn release(&mut self, i: usize) {
         let slot = self.nodes[i].slot as usize;
         if self.running.get(slot) == Some(&(i as u32)) {
@@ -740,6 +743,7 @@ impl Engine {
     }
 
     /// The node running `work` under `attempt`; planning work answers `Ok(None)`.
+    #[inline(always)]
     pub(super) fn check_running(
         &self,
         work: &Work,
