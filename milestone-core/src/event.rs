@@ -331,7 +331,18 @@ pub(crate) enum Slot {
     Task(usize),
 }
 
+/// Whether an output carries nothing. Most outputs of plain tasks are empty: the state then
+/// stores a default instead of cloning each empty field.
+#[inline(always)]
+fn is_empty(output: &ItemOutput) -> bool {
+    output.summary.is_empty()
+        && output.artifacts.is_empty()
+        && output.decisions.is_empty()
+        && output.data.is_null()
+}
+
 /// Equal texts, by address first (ids cloned from one another share their text).
+#[inline(always)]
 fn same(a: &str, b: &str) -> bool {
     std::ptr::eq(a, b) || a == b
 }
@@ -417,11 +428,97 @@ impl MilestoneState {
     /// As [`MilestoneState::apply`], with where the event's item probably is: a caller that
     /// keeps its own index (the engine) saves the id lookup. A wrong hint costs the lookup,
     /// never correctness: it is used only when the id at that position is the event's.
+    #[inline(always)]
     pub(crate) fn apply_at(
         &mut self,
         event: &Event,
         hint: Option<Slot>,
     ) -> Result<(), TransitionError> {
+        if let Some(Slot::Task(i)) = hint
+            && self.apply_task_fast(event, i)
+        {
+            return Ok(());
+        }
+        self.apply_general(event, hint)
+    }
+
+    /// The two events every task goes through, started and completed, applied at the task the
+    /// hint names when every check of [`MilestoneState::apply_general`] passes: the same
+    /// checks and the same changes, without the general path's dispatch. Returns false, having
+    /// changed nothing, when the event is another kind or any check fails; the general path
+    /// then applies or refuses it.
+    #[inline(always)]
+    fn apply_task_fast(&mut self, event: &Event, i: usize) -> bool {
+        let status = self.data.status;
+        if status.is_final() {
+            return false;
+        }
+        let at = match event {
+            Event::ItemStarted {
+                item: ItemRef::Task(t),
+                attempt,
+                at,
+            } => {
+                let Some(task) = self.data.tasks.get_mut(i) else {
+                    return false;
+                };
+                let st = &mut task.item;
+                if self.data.mode != Mode::Execution
+                    || status != MilestoneStatus::Active
+                    || !same(task.spec.id.as_str(), t.as_str())
+                    || !matches!(
+                        st.status,
+                        ItemStatus::Pending
+                            | ItemStatus::InProgress
+                            | ItemStatus::Failed
+                            | ItemStatus::Blocked
+                    )
+                    || *attempt == u32::MAX
+                    || *attempt <= st.attempts
+                {
+                    return false;
+                }
+                st.status = ItemStatus::InProgress;
+                st.attempts = *attempt;
+                st.started_at.get_or_insert(*at);
+                *at
+            }
+            Event::ItemCompleted {
+                item: ItemRef::Task(t),
+                output,
+                at,
+            } => {
+                let Some(task) = self.data.tasks.get(i) else {
+                    return false;
+                };
+                // Only an item in progress completes (the item table).
+                if task.item.status != ItemStatus::InProgress
+                    || !same(task.spec.id.as_str(), t.as_str())
+                {
+                    return false;
+                }
+                self.raise_progress(Slot::Task(i), Progress::COMPLETE);
+                let st = &mut self.data.tasks[i].item;
+                st.status = ItemStatus::Completed;
+                st.completed_at = Some(*at);
+                st.output = Some(if is_empty(output) {
+                    ItemOutput::default()
+                } else {
+                    output.clone()
+                });
+                st.partial = None;
+                *at
+            }
+            _ => return false,
+        };
+        self.data.updated_at = self.data.updated_at.max(at);
+        self.data.events_applied = self.data.events_applied.saturating_add(1);
+        true
+    }
+
+    /// [`MilestoneState::apply_at`] for every event.
+    #[inline(never)]
+    fn apply_general(&mut self, event: &Event, hint: Option<Slot>) -> Result<(), TransitionError> {
         if self.data.status.is_final() {
             if let Event::StatusChanged { status, .. } = event {
                 return Err(TransitionError::Milestone {
@@ -524,12 +621,7 @@ impl MilestoneState {
                 let st = self.at_slot_mut(slot);
                 st.status = ItemStatus::Completed;
                 st.completed_at = Some(*at);
-                // Most outputs of plain tasks are empty: no clone of each empty field then.
-                let empty = output.summary.is_empty()
-                    && output.artifacts.is_empty()
-                    && output.decisions.is_empty()
-                    && output.data.is_null();
-                st.output = Some(if empty {
+                st.output = Some(if is_empty(output) {
                     ItemOutput::default()
                 } else {
                     output.clone()
@@ -719,6 +811,7 @@ impl MilestoneState {
     }
 
     /// Resolves an item to its position: the only id lookup an item event does.
+    #[inline(always)]
     fn slot(&self, item: &ItemRef, hint: Option<Slot>) -> Result<Slot, TransitionError> {
         if let Some(h) = hint
             && self.holds_at(h, item)
@@ -743,6 +836,7 @@ impl MilestoneState {
     /// Whether `item` is the one at `slot` (ids are unique, so then the lookup would find it
     /// there). The engine's ids share their allocation with the state's, so this is usually a
     /// pointer comparison.
+    #[inline(always)]
     fn holds_at(&self, slot: Slot, item: &ItemRef) -> bool {
         match (slot, item) {
             (Slot::Phase(i), ItemRef::Phase(p)) => self
@@ -759,6 +853,7 @@ impl MilestoneState {
         }
     }
 
+    #[inline(always)]
     fn at_slot(&self, slot: Slot) -> &ItemState {
         match slot {
             Slot::Phase(i) => &self.data.phases[i].item,
@@ -766,6 +861,7 @@ impl MilestoneState {
         }
     }
 
+    #[inline(always)]
     fn at_slot_mut(&mut self, slot: Slot) -> &mut ItemState {
         match slot {
             Slot::Phase(i) => &mut self.data.phases[i].item,
@@ -788,6 +884,7 @@ impl MilestoneState {
 
     /// Raises an item's progress to `to` if higher; for a task, keeps the task phase's progress
     /// (the weighted share of its tasks) in step, never lowering it. O(1).
+    #[inline(always)]
     fn raise_progress(&mut self, slot: Slot, to: Progress) {
         let st = self.at_slot_mut(slot);
         let before = st.progress;
@@ -803,6 +900,7 @@ impl MilestoneState {
     }
 
     /// Raises the task phase's progress to the share of its tasks done, short of complete.
+    #[inline(always)]
     fn bump_task_phase(&mut self) {
         let Some(share) = self.task_share() else {
             return;

@@ -227,6 +227,7 @@ pub enum TransitionError {
 ///
 /// # Errors
 /// [`TransitionError::Item`] when the change is illegal.
+#[inline]
 pub fn check_item_transition(
     item: &ItemRef,
     from: ItemStatus,
@@ -243,11 +244,19 @@ pub fn check_item_transition(
     if ok {
         Ok(())
     } else {
-        Err(TransitionError::Item {
-            item: item.clone(),
-            from,
-            to,
-        })
+        Err(item_refused(item, from, to))
+    }
+}
+
+/// The error of [`check_item_transition`], out of line: the check itself is on every item
+/// event's path.
+#[cold]
+#[inline(never)]
+fn item_refused(item: &ItemRef, from: ItemStatus, to: ItemStatus) -> TransitionError {
+    TransitionError::Item {
+        item: item.clone(),
+        from,
+        to,
     }
 }
 
@@ -930,6 +939,7 @@ impl MilestoneState {
     }
     /// The task phase's progress computed from its tasks (weighted by estimates), or `None` when
     /// it has no tasks. O(1).
+    #[inline]
     pub fn task_share(&self) -> Option<Progress> {
         if self.task_total == 0 {
             return None;

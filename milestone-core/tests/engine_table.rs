@@ -1506,3 +1506,94 @@ fn a_task_phase_that_started_with_an_agent_restarts_its_agent_on_resume() {
         milestone_core::MilestoneStatus::Completed
     );
 }
+
+/// Runs tasks `a`, `b` (no dependencies) and `c` (after both) in a one-phase milestone: `a`
+/// finishes with `a_data`, `b` with no data. Returns `c`'s start from the live engine, and its
+/// restart by an engine resumed from the log after it started.
+fn start_of_c(a_data: serde_json::Value) -> [milestone_core::engine::StartCommand; 2] {
+    use milestone_core::{TaskId, TaskSpec};
+    let mut log = vec![
+        Event::Created {
+            at: Timestamp(0),
+            id: MilestoneId::new("m").unwrap(),
+            title: "m".into(),
+            context: String::new(),
+            workflow: Workflow::new(vec![p("x", 100, &[])], 3).unwrap(),
+            seed: 1,
+        },
+        Event::ExecutionStarted { at: Timestamp(0) },
+    ];
+    let id = |s: &str| TaskId::new(s).unwrap();
+    let mut c = TaskSpec::new(id("c"), "c");
+    c.dependencies = vec![id("a"), id("b")];
+    log.push(Event::TasksAdded {
+        at: Timestamp(0),
+        tasks: vec![TaskSpec::new(id("a"), "a"), TaskSpec::new(id("b"), "b"), c],
+    });
+    let mut e = Engine::resume(&log, EngineConfig::default()).unwrap();
+    let mut step = e
+        .handle(Input::Start(StartMode::Execution), Timestamp(1))
+        .unwrap();
+    let mut pending: Vec<_> = starts(&step).into_iter().cloned().collect();
+    log.append(&mut step.events);
+    let mut live = None;
+    while let Some(s) = pending.pop() {
+        let name = s.work.to_string();
+        if name.ends_with('c') {
+            live = Some(s);
+            break;
+        }
+        let data = if name.ends_with('a') {
+            a_data.clone()
+        } else {
+            serde_json::Value::Null
+        };
+        step = e
+            .handle(
+                Input::Finished {
+                    work: s.work,
+                    attempt: s.attempt,
+                    output: ItemOutput {
+                        data,
+                        ..ItemOutput::default()
+                    },
+                },
+                Timestamp(2),
+            )
+            .unwrap();
+        pending.extend(starts(&step).into_iter().cloned());
+        log.append(&mut step.events);
+    }
+    let live = live.expect("c started");
+    let mut r = Engine::resume(&log, EngineConfig::default()).unwrap();
+    let step = r
+        .handle(Input::Start(StartMode::Execution), Timestamp(3))
+        .unwrap();
+    let resumed = starts(&step)
+        .into_iter()
+        .find(|s| s.work.to_string().ends_with('c'))
+        .expect("c starts after resume")
+        .clone();
+    [live, resumed]
+}
+
+#[test]
+fn task_inputs_carry_the_data_dependencies_produced_and_key_the_cache_by_it() {
+    let [live, resumed] = start_of_c(serde_json::json!({"x": 1}));
+    // b produced no data: left out.
+    assert_eq!(live.input.len(), 1, "{:?}", live.input);
+    assert_eq!(live.input[0].from.to_string(), "task a");
+    assert_eq!(live.input[0].data, serde_json::json!({"x": 1}));
+    assert_eq!(resumed.input, live.input);
+    assert_eq!(resumed.cache_key, live.cache_key, "same task, same input");
+    let [again, _] = start_of_c(serde_json::json!({"x": 1}));
+    assert_eq!(again.cache_key, live.cache_key);
+    let [other, _] = start_of_c(serde_json::json!({"x": 2}));
+    assert_ne!(other.cache_key, live.cache_key, "different input data");
+    // No dependency produced data: nothing to hand on, and a key of its own.
+    let [bare, bare_resumed] = start_of_c(serde_json::Value::Null);
+    assert!(bare.input.is_empty());
+    assert!(bare_resumed.input.is_empty());
+    assert_eq!(bare_resumed.cache_key, bare.cache_key);
+    assert_ne!(bare.cache_key, live.cache_key);
+}

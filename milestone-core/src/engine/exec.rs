@@ -277,6 +277,7 @@ impl Engine {
         self.phase_dirty = true;
     }
 
+    #[inline]
     pub(super) fn queue(&mut self, i: usize) {
         let n = &mut self.nodes[i];
         n.st = NodeState::Queued;
@@ -285,6 +286,7 @@ impl Engine {
 
     /// Makes a task whose dependencies are done runnable (queued, or parked until its phase
     /// runs).
+    #[inline(always)]
     pub(super) fn task_ready(&mut self, i: usize) {
         if self.nodes[self.receiver].in_progress() {
             self.queue(i);
@@ -459,7 +461,9 @@ impl Engine {
         }
         // A crash may have cut the log between the last phase's completion and the
         // milestone's.
-        self.check_complete(now, out)?;
+        if self.phases_done >= self.np {
+            self.check_complete(now, out)?;
+        }
         if self.over {
             return Ok(());
         }
@@ -702,8 +706,10 @@ impl Engine {
         out: &mut Step,
     ) -> Result<(), EngineError> {
         let attempt = self.nodes[i].attempts + 1;
-        let item = self.nodes[i].item.clone();
-        let started = item.clone();
+        // Both clones first, back to back: each is an atomic increment, which waits for the
+        // stores before it (the event's) to drain.
+        let started = self.nodes[i].item.clone();
+        let work = Work::Item(self.nodes[i].item.clone());
         self.emit_with(i, out, || Event::ItemStarted {
             at: Timestamp(now),
             item: started,
@@ -714,7 +720,9 @@ impl Engine {
         let budget = spec.limits.clone();
         let reusable = spec.cache == CachePolicy::Reusable;
         let deadline = now.saturating_add(budget.timeout_ms);
-        // Input: the data of the dependencies (their partial result when started early).
+        // Input: the data of the dependencies (their partial result when started early),
+        // hashed into the cache key as it is gathered.
+        let mut h = hash::Fnv(self.nodes[i].ident);
         let mut input = Vec::new();
         if i < self.np {
             input.reserve(self.preds[i].len());
@@ -725,46 +733,48 @@ impl Engine {
                     (None, Some(p)) => p.clone(),
                     (None, None) => serde_json::Value::Null,
                 };
+                let from = &self.nodes[d as usize].item;
+                h.str(from.as_str());
+                h.value(&data);
                 input.push(Upstream {
-                    from: Work::Item(self.nodes[d as usize].item.clone()),
+                    from: Work::Item(from.clone()),
                     data,
                 });
             }
-        } else if !self.nodes[i].deps.is_empty() {
-            input.reserve(self.nodes[i].deps.len());
+        } else if self.task_data {
+            // A task's dependencies that produced no data are left out: a plain graph starts
+            // its tasks without allocating or hashing anything per dependency (and without
+            // reading their states at all while no task has produced data).
             for &d in self.nodes[i].deps.iter() {
-                let st = &self.state.tasks()[d as usize - self.np].item;
+                let Some(o) = &self.state.tasks()[d as usize - self.np].item.output else {
+                    continue;
+                };
+                if o.data.is_null() {
+                    continue;
+                }
+                let from = &self.nodes[d as usize].item;
+                h.str(from.as_str());
+                h.value(&o.data);
                 input.push(Upstream {
-                    from: Work::Item(self.nodes[d as usize].item.clone()),
-                    data: st
-                        .output
-                        .as_ref()
-                        .map_or(serde_json::Value::Null, |o| o.data.clone()),
+                    from: Work::Item(from.clone()),
+                    data: o.data.clone(),
                 });
             }
         }
-        let mut h = hash::Fnv(self.nodes[i].ident);
-        for u in &input {
-            if let Work::Item(it) = &u.from {
-                h.str(it.as_str());
-            }
-            h.value(&u.data);
-        }
         let cache_key = CacheKey(h.finish());
-        let idempotency_key = IdempotencyKey(self.nodes[i].idem);
-        let role = match &item {
-            ItemRef::Phase(p) => Role::Phase(p.clone()),
-            ItemRef::Task(_) => Role::Task,
-        };
-        let degraded = self.nodes[i].degraded;
         let n = &mut self.nodes[i];
+        let idempotency_key = IdempotencyKey(n.idem);
+        let degraded = n.degraded;
         n.attempts = attempt;
         n.st = NodeState::Running { attempt, deadline };
         n.slot = self.running.len() as u32;
         self.running.push(i as u32);
-        if i >= self.np {
+        let role = if i < self.np {
+            Role::Phase(self.phase_id(i))
+        } else {
             self.remember(i);
-        }
+            Role::Task
+        };
         if i < self.np && !was_active {
             self.phases_active += 1;
         }
@@ -776,7 +786,7 @@ impl Engine {
             });
         }
         out.commands.push(Command::Start(Box::new(StartCommand {
-            work: Work::Item(item),
+            work,
             role,
             input,
             attempt,
@@ -791,6 +801,7 @@ impl Engine {
     }
 
     /// Removes node `i` from the running list.
+    #[inline]
     pub(super) fn release(&mut self, i: usize) {
         let slot = self.nodes[i].slot as usize;
         if self.running.get(slot) == Some(&(i as u32)) {
@@ -802,6 +813,7 @@ impl Engine {
     }
 
     /// The node running `work` under `attempt`; planning work answers `Ok(None)`.
+    #[inline(always)]
     pub(super) fn check_running(
         &self,
         work: &Work,
@@ -895,6 +907,16 @@ impl Engine {
             return Ok(());
         };
         self.release(i);
+        // The host's id (equal to the node's: the lookup checked it) moves into the event.
+        let item = match work {
+            Work::Item(item) => Some(item),
+            Work::Planning(_) => None,
+        };
+        if i >= self.np && !output.data.is_object() {
+            // A task whose output lists no tasks completes at once: the output goes straight
+            // into its event.
+            return self.complete_task(i, item, output, now, out);
+        }
         if i < self.np {
             let spec = &self.state.workflow().phases()[i];
             let missing: Vec<&str> = spec
@@ -923,7 +945,7 @@ impl Engine {
                 return Ok(());
             }
         }
-        self.accept(i, output, now, out)
+        self.accept(i, item, output, now, out)
     }
 
     pub(super) fn gate_result(
@@ -942,7 +964,7 @@ impl Engine {
         }
         if passed {
             let output = self.nodes[i].held.take().map(|o| *o).unwrap_or_default();
-            self.accept(i, output, now, out)
+            self.accept(i, None, output, now, out)
         } else {
             self.nodes[i].held = None;
             let error = ItemError {
@@ -954,15 +976,18 @@ impl Engine {
     }
 
     /// A finished attempt that passed its gates: tasks it lists join, then it completes (a
-    /// phase may be held until its predecessors and tasks are done).
+    /// phase may be held until its predecessors and tasks are done). `item`: the id the host
+    /// echoed, if at hand (saves a clone of the node's).
     fn accept(
         &mut self,
         i: usize,
+        item: Option<ItemRef>,
         output: ItemOutput,
         now: u64,
         out: &mut Step,
     ) -> Result<(), EngineError> {
-        if let Some(tasks) = output.data.get("tasks")
+        if output.data.is_object()
+            && let Some(tasks) = output.data.get("tasks")
             && let Err(message) = self.add_tasks(i, tasks, now, out)
         {
             let error = ItemError {
@@ -977,7 +1002,7 @@ impl Engine {
             self.phase_dirty = true;
             Ok(())
         } else {
-            self.complete_task(i, output, now, out)
+            self.complete_task(i, item, output, now, out)
         }
     }
 
@@ -1051,11 +1076,13 @@ impl Engine {
     fn complete_task(
         &mut self,
         i: usize,
+        item: Option<ItemRef>,
         output: ItemOutput,
         now: u64,
         out: &mut Step,
     ) -> Result<(), EngineError> {
-        let item = self.nodes[i].item.clone();
+        let item = item.unwrap_or_else(|| self.nodes[i].item.clone());
+        self.task_data |= !output.data.is_null();
         self.emit_with(i, out, || Event::ItemCompleted {
             at: Timestamp(now),
             item,
@@ -1128,6 +1155,7 @@ impl Engine {
     }
 
     /// Completes the milestone when every phase is done.
+    #[inline]
     pub(super) fn check_complete(&mut self, now: u64, out: &mut Step) -> Result<(), EngineError> {
         if self.phases_done < self.np || self.over {
             return Ok(());

@@ -247,7 +247,10 @@ pub struct StartCommand {
     pub work: Work,
     /// Who does it.
     pub role: Role,
-    /// Its input, from its dependencies' outputs.
+    /// Its input, from its dependencies' outputs: for a phase, one entry per predecessor (its
+    /// output's `data`, or its partial result); for a task, one entry per dependency whose
+    /// output carries data. Dependencies that produced no data (`null`) are left out of a
+    /// task's input, so a task of a plain graph starts with an empty, unallocated list.
     pub input: Vec<Upstream>,
     /// The attempt, 1-based; echo it in the inputs about this work.
     pub attempt: u32,
@@ -300,7 +303,8 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Command {
-    /// Start an attempt.
+    /// Start an attempt. Boxed: a command moves by its pointer (measured cheaper than moving
+    /// the whole start through the step and the host's loop).
     Start(Box<StartCommand>),
     /// Cancel a running attempt.
     Cancel {

@@ -28,6 +28,10 @@
 //! - **One phase at a time.** [`EngineConfig::phase_filter`] restricts which phases may start;
 //!   once nothing it allows is left, the run ends with [`Outcome::PhasesDone`] and the
 //!   milestone stays active for a later run.
+//! - **Inputs.** A start carries its dependencies' data as [`StartCommand::input`]: every
+//!   predecessor of a phase (its output's data, or its partial result when started early);
+//!   for a task, the dependencies that produced data — dependencies that produced no data are
+//!   left out. The cache key hashes the phase, the item and that input.
 //! - **Timeouts.** Every start carries a deadline from its phase's limits; an [`Input::Tick`]
 //!   past it fails the attempt as timed out and cancels it.
 //! - **Gates.** A finished phase must name each of its expected outputs as an artifact; when
@@ -180,6 +184,13 @@ pub struct Engine {
     /// id's text; a miss (an id built anew, an overwritten entry) falls back to the state's
     /// index.
     recent: Vec<(usize, u32)>,
+    /// `64 - log2(recent.len())` once `recent` is allocated (its size never changes after).
+    recent_shift: u32,
+    /// Some task may have completed with data (`null` otherwise): until one has, a start
+    /// gathers no input from its dependencies without reading their states. Set from the
+    /// state on construction and by every completion with data; never cleared (after a
+    /// rollback it may be true needlessly, which costs only the reads).
+    task_data: bool,
 }
 
 impl Engine {
@@ -316,7 +327,14 @@ impl Engine {
             planning: Planning::default(),
             idem_base,
             recent: Vec::new(),
+            recent_shift: 63,
+            task_data: false,
         };
+        engine.task_data = engine
+            .state
+            .tasks()
+            .iter()
+            .any(|t| t.item.output.as_ref().is_some_and(|o| !o.data.is_null()));
         engine.rebuild(&mem);
         if engine.enabled {
             for i in 0..engine.np {
@@ -496,6 +514,7 @@ impl Engine {
     }
 
     /// The node a unit of work names (execution work only).
+    #[inline]
     fn node_of(&self, work: &Work) -> Result<usize, EngineError> {
         let found = match work {
             Work::Item(ItemRef::Phase(p)) => self.state.workflow().position(p.as_str()),
@@ -524,12 +543,10 @@ impl Engine {
     }
 
     /// The entry of `recent` for an id at `addr` (a Fibonacci hash of the address).
+    #[inline]
     fn recent_slot(&self, addr: usize) -> usize {
-        let bits = self.recent.len().trailing_zeros();
-        if bits == 0 {
-            return 0;
-        }
-        ((addr as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - bits)) as usize
+        // Before `recent` is allocated this is 0 or 1, which `get` answers with `None`.
+        ((addr as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.recent_shift) as usize
     }
 
     /// Remembers a started task for [`Engine::node_of`].
@@ -543,6 +560,7 @@ impl Engine {
                 .clamp(64, 4096)
                 .next_power_of_two();
             self.recent = vec![(0, 0); n];
+            self.recent_shift = 64 - n.trailing_zeros();
         }
         let addr = self.nodes[i].item_addr();
         let k = self.recent_slot(addr);
@@ -578,7 +596,12 @@ impl Engine {
                 self.deadlines.peek().map(|t| t.0.0),
                 self.retries.peek().map(|t| t.0.0),
             ),
-            self.planning.next_timer(),
+            // Planning timers run only in planning mode.
+            if self.state.mode() == crate::state::Mode::Planning {
+                self.planning.next_timer()
+            } else {
+                None
+            },
         );
         if let Some(t) = next
             && self.last_wake.is_none_or(|w| t < w || w <= now)

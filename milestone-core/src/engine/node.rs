@@ -29,35 +29,39 @@ pub(crate) enum NodeState {
     Done,
 }
 
+/// One phase or task. `repr(C)` with the fields a completion touches on each dependent
+/// (state, waiting count, dependents, dependencies) first and next to each other, so that
+/// they mostly share a cache line: finishing a task updates nodes spread over the whole graph.
 #[derive(Debug, Clone)]
+#[repr(C)]
 pub(crate) struct Node {
-    pub(crate) item: ItemRef,
-    pub(crate) priority: Priority,
-    /// Estimated effort of this node (ms).
-    pub(crate) est: u64,
-    /// Longest remaining path from here, estimates summed.
-    pub(crate) cp: u64,
-    /// Task dependencies (node indices); for phases, unused (see `Engine::preds`).
-    pub(crate) deps: Box<[u32]>,
-    /// Tasks depending on this one.
-    pub(crate) dependents: Vec<u32>,
+    pub(crate) st: NodeState,
     /// Dependencies not done yet (tasks).
     pub(crate) waiting: u32,
-    pub(crate) st: NodeState,
-    /// Attempts started (mirrors the state, also after a rollback).
-    pub(crate) attempts: u32,
-    /// The next attempt runs degraded.
-    pub(crate) degraded: bool,
-    /// The degrade step was used.
-    pub(crate) degrade_used: bool,
     /// Position in `Engine::running` while running.
     pub(crate) slot: u32,
-    /// A finished output waiting for completion (phases).
-    pub(crate) held: Option<Box<ItemOutput>>,
+    /// Tasks depending on this one.
+    pub(crate) dependents: Vec<u32>,
+    /// Task dependencies (node indices); for phases, unused (see `Engine::preds`).
+    pub(crate) deps: Box<[u32]>,
+    pub(crate) item: ItemRef,
     /// The content hash of (phase, item), extended with the input at each start.
     pub(crate) ident: u64,
     /// The idempotency key: the same for every attempt.
     pub(crate) idem: u64,
+    /// Estimated effort of this node (ms).
+    pub(crate) est: u64,
+    /// Longest remaining path from here, estimates summed.
+    pub(crate) cp: u64,
+    /// A finished output waiting for completion (phases).
+    pub(crate) held: Option<Box<ItemOutput>>,
+    /// Attempts started (mirrors the state, also after a rollback).
+    pub(crate) attempts: u32,
+    pub(crate) priority: Priority,
+    /// The next attempt runs degraded.
+    pub(crate) degraded: bool,
+    /// The degrade step was used.
+    pub(crate) degrade_used: bool,
 }
 
 impl Node {
@@ -138,6 +142,7 @@ impl<T> Default for ReadyQueue<T> {
 }
 
 impl<T: Ord + Copy> ReadyQueue<T> {
+    #[inline]
     pub(crate) fn push(&mut self, key: T) {
         if self.run.back().is_none_or(|&last| key <= last) {
             self.run.push_back(key);
@@ -146,6 +151,7 @@ impl<T: Ord + Copy> ReadyQueue<T> {
         }
     }
 
+    #[inline]
     pub(crate) fn peek(&self) -> Option<&T> {
         match (self.run.front(), self.heap.peek()) {
             (Some(a), Some(b)) if b > a => Some(b),
@@ -154,6 +160,7 @@ impl<T: Ord + Copy> ReadyQueue<T> {
         }
     }
 
+    #[inline]
     pub(crate) fn pop(&mut self) -> Option<T> {
         match (self.run.front(), self.heap.peek()) {
             (Some(a), Some(b)) if b > a => self.heap.pop(),
