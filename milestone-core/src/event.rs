@@ -820,15 +820,7 @@ impl MilestoneState {
         }
         let slot = match item {
             ItemRef::Phase(p) => self.data.workflow.position(p.as_str()).map(Slot::Phase),
-            ItemRef::Task(t) => {
-                let tasks = &self.data.tasks;
-                self.task_addr
-                    .get(t.as_str().as_ptr() as usize, |i| {
-                        tasks[i].spec.id.as_str().as_ptr() as usize
-                    })
-                    .or_else(|| self.task_index.get(t.as_str()).copied())
-                    .map(Slot::Task)
-            }
+            ItemRef::Task(t) => self.task_position_of(t).map(Slot::Task),
         };
         slot.ok_or_else(|| TransitionError::UnknownItem { item: item.clone() })
     }

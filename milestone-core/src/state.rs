@@ -910,6 +910,17 @@ impl MilestoneState {
     pub fn task_position(&self, id: &str) -> Option<usize> {
         self.task_index.get(id).copied()
     }
+
+    /// As [`task_position`](MilestoneState::task_position) for a whole id: first by its text's
+    /// address (ids cloned from the state's share it), then by its text.
+    pub(crate) fn task_position_of(&self, id: &TaskId) -> Option<usize> {
+        let tasks = &self.data.tasks;
+        self.task_addr
+            .get(id.as_str().as_ptr() as usize, |i| {
+                tasks[i].spec.id.as_str().as_ptr() as usize
+            })
+            .or_else(|| self.task_index.get(id.as_str()).copied())
+    }
     /// The state of any item.
     pub fn item(&self, item: &ItemRef) -> Option<&ItemState> {
         match item {

@@ -532,7 +532,7 @@ impl Engine {
                     {
                         Some(i as usize)
                     }
-                    _ => self.state.task_position(t.as_str()).map(|j| self.np + j),
+                    _ => self.state.task_position_of(t).map(|j| self.np + j),
                 }
             }
             Work::Planning(_) => None,
