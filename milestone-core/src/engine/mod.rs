@@ -416,16 +416,19 @@ impl Engine {
         out: &mut Step,
     ) -> Result<(), EngineError> {
         let (events, commands) = (out.events.len(), out.commands.len());
-        let result = self.handle_dispatch(input, now, out);
-        if let Err(e) = &result
-            && !matches!(e, EngineError::Internal(_))
-        {
-            out.events.truncate(events);
-            out.commands.truncate(commands);
+        match self.handle_dispatch(input, now, out) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                if !matches!(e, EngineError::Internal(_)) {
+                    out.events.truncate(events);
+                    out.commands.truncate(commands);
+                }
+                Err(e)
+            }
         }
-        result
     }
 
+    #[inline]
     fn handle_dispatch(
         &mut self,
         input: Input,
