@@ -9,9 +9,18 @@
 
 /// An open-addressing table of task positions (`u32::MAX` = empty), probed by a hash of the
 /// id's text address; kept at most half full.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub(crate) struct AddrIndex {
     slots: Vec<u32>,
+}
+
+/// A copy starts empty (lookups fall back to the id map until the next
+/// [`extend`](AddrIndex::extend) rebuilds it): copies of a state are mostly checkpoints kept for
+/// a rollback, which need no shortcut, and an index per copy would cost memory per task.
+impl Clone for AddrIndex {
+    fn clone(&self) -> AddrIndex {
+        AddrIndex::default()
+    }
 }
 
 const EMPTY: u32 = u32::MAX;
@@ -102,5 +111,10 @@ mod tests {
         // A clone shares the address.
         let clone = ids[5].clone();
         assert_eq!(index.get(clone.as_str().as_ptr() as usize, addr), Some(5));
+        // A copy of the index starts empty, and the next extension rebuilds it whole.
+        let mut copy = index.clone();
+        assert_eq!(copy.get(addr(5), addr), None);
+        copy.extend(1000, 1000, addr);
+        assert_eq!(copy.get(addr(5), addr), Some(5));
     }
 }

@@ -766,7 +766,7 @@ impl Engine {
         let idempotency_key = IdempotencyKey(n.idem);
         let degraded = n.degraded;
         n.attempts = attempt;
-        n.st = NodeState::Running { attempt, deadline };
+        n.st = NodeState::Running { attempt };
         n.slot = self.running.len() as u32;
         self.running.push(i as u32);
         let role = if i < self.np {

@@ -14,7 +14,7 @@ pub(crate) enum NodeState {
     /// In the ready queue.
     Queued,
     /// An agent runs this attempt.
-    Running { attempt: u32, deadline: u64 },
+    Running { attempt: u32 },
     /// A phase run only through its tasks (no agent).
     Container,
     /// A phase whose agent finished; its completion waits (predecessors, tasks).
