@@ -14,7 +14,7 @@ use crate::error::{StoreError, check_label};
 use crate::store::{Checkpoint, Loaded, StateStore, refused};
 
 /// An event log kept as the batches appended (a batch handed over by
-/// [`StateStore::append_owned`] is kept as it is: no copy, and no copy of the whole log when it
+/// [`StateStore::append_from`] is kept as it is: no copy, and no copy of the whole log when it
 /// grows).
 #[derive(Debug, Default)]
 struct Log {
@@ -30,13 +30,25 @@ impl Log {
         self.len
     }
 
-    fn push_batch(&mut self, batch: Vec<Event>) {
+    /// Takes the events out of `batch`: a small one is moved into the last chunk (the caller
+    /// keeps its buffer), a large one becomes a chunk of its own, buffer and all.
+    fn take_batch(&mut self, batch: &mut Vec<Event>) {
         self.len += batch.len();
         match self.chunks.last_mut() {
             Some(last) if batch.len() < SMALL_BATCH && last.len() < 4 * SMALL_BATCH => {
-                last.extend(batch);
+                last.append(batch);
             }
-            _ => self.chunks.push(batch),
+            _ if batch.len() < SMALL_BATCH => {
+                let mut chunk = Vec::with_capacity(4 * SMALL_BATCH);
+                chunk.append(batch);
+                self.chunks.push(chunk);
+            }
+            _ => {
+                if batch.capacity() > batch.len() + batch.len() / 4 {
+                    batch.shrink_to_fit();
+                }
+                self.chunks.push(std::mem::take(batch));
+            }
         }
     }
 
@@ -220,17 +232,25 @@ impl StateStore for InMemory {
         append_locked(entry(&mut map, id)?, id, expected_version, events)
     }
 
-    async fn append_owned(
+    async fn append_from(
         &self,
         id: &MilestoneId,
         expected_version: u64,
-        events: Vec<Event>,
+        events: &mut Vec<Event>,
     ) -> Result<u64, StoreError> {
         let mut map = self.map();
-        let e = entry(&mut map, id)?;
-        check_locked(e, id, expected_version, &events)?;
-        e.events.push_batch(events);
-        Ok(e.events.len() as u64)
+        let checked = entry(&mut map, id)
+            .and_then(|e| check_locked(e, id, expected_version, events).map(|()| e));
+        match checked {
+            Ok(e) => {
+                e.events.take_batch(events);
+                Ok(e.events.len() as u64)
+            }
+            Err(err) => {
+                events.clear();
+                Err(err)
+            }
+        }
     }
 
     async fn load(&self, id: &MilestoneId) -> Result<Loaded, StoreError> {

@@ -80,19 +80,23 @@ pub trait StateStore: Debug + Send + Sync {
         events: &[Event],
     ) -> Result<u64, StoreError>;
 
-    /// As [`append`](StateStore::append), taking the events: a store that keeps events as
-    /// they are (the in-memory one) then stores them without a copy. The default appends a
-    /// borrow of them.
+    /// As [`append`](StateStore::append), taking the events out of `events` (left empty, on
+    /// success and on error alike — on error nothing was appended): a store that keeps events
+    /// as they are (the in-memory one) moves them instead of copying them, and may take the
+    /// buffer itself. A caller that appends batch after batch reuses one buffer. The default
+    /// appends a borrow of them, then empties the buffer.
     ///
     /// # Errors
     /// As [`append`](StateStore::append).
-    async fn append_owned(
+    async fn append_from(
         &self,
         id: &MilestoneId,
         expected_version: u64,
-        events: Vec<Event>,
+        events: &mut Vec<Event>,
     ) -> Result<u64, StoreError> {
-        self.append(id, expected_version, &events).await
+        let result = self.append(id, expected_version, events).await;
+        events.clear();
+        result
     }
 
     /// Loads the current state and version.
@@ -174,13 +178,13 @@ macro_rules! forward_store {
             ) -> Result<u64, StoreError> {
                 (**self).append(id, expected_version, events).await
             }
-            async fn append_owned(
+            async fn append_from(
                 &self,
                 id: &MilestoneId,
                 expected_version: u64,
-                events: Vec<Event>,
+                events: &mut Vec<Event>,
             ) -> Result<u64, StoreError> {
-                (**self).append_owned(id, expected_version, events).await
+                (**self).append_from(id, expected_version, events).await
             }
             async fn load(&self, id: &MilestoneId) -> Result<Loaded, StoreError> {
                 (**self).load(id).await

@@ -89,7 +89,7 @@ pub async fn run_all<S: StateStore + ?Sized>(store: &S) {
     append_is_compare_and_swap(store).await;
     refused_events_write_nothing(store).await;
     read_events_from_any_position(store).await;
-    owned_appends_behave_as_appends(store).await;
+    appends_from_a_buffer_behave_as_appends(store).await;
     checkpoints_and_restore(store).await;
     snapshots_do_not_change_what_loads(store).await;
     pipelined_appends_keep_call_order(store).await;
@@ -190,9 +190,10 @@ pub async fn refused_events_write_nothing<S: StateStore + ?Sized>(store: &S) {
     assert_eq!(store.append(&m, 2, &[note(9)]).await.expect("append"), 3);
 }
 
-/// `append_owned` is `append`: compare-and-swap, all-or-nothing, and the same log read back
-/// from any position, with batches of every size mixed with borrowed appends.
-pub async fn owned_appends_behave_as_appends<S: StateStore + ?Sized>(store: &S) {
+/// `append_from` is `append`: compare-and-swap, all-or-nothing, the same log read back from
+/// any position, with batches of every size mixed with borrowed appends; and it leaves the
+/// caller's buffer empty, whatever happened.
+pub async fn appends_from_a_buffer_behave_as_appends<S: StateStore + ?Sized>(store: &S) {
     let m = id("owned-1");
     let mut all = vec![created("owned-1")];
     store.create(&all[0]).await.expect("create");
@@ -211,22 +212,26 @@ pub async fn owned_appends_behave_as_appends<S: StateStore + ?Sized>(store: &S) 
         let got = if k % 3 == 2 {
             store.append(&m, v, &batch).await
         } else {
-            store.append_owned(&m, v, batch.clone()).await
+            let mut buffer = batch.clone();
+            let got = store.append_from(&m, v, &mut buffer).await;
+            assert!(buffer.is_empty(), "the events were taken");
+            got
         };
         assert_eq!(got.expect("append"), v + size as u64);
         all.extend(batch);
     }
     let v = all.len() as u64;
+    let mut stale = vec![note(0)];
     assert!(matches!(
-        store.append_owned(&m, v - 1, vec![note(0)]).await,
+        store.append_from(&m, v - 1, &mut stale).await,
         Err(StoreError::Conflict { .. })
     ));
+    let mut refused = vec![note(0), refused_event()];
     assert!(matches!(
-        store
-            .append_owned(&m, v, vec![note(0), refused_event()])
-            .await,
+        store.append_from(&m, v, &mut refused).await,
         Err(StoreError::InvalidInput { .. })
     ));
+    assert!(stale.is_empty() && refused.is_empty());
     for from in [0, 1, 2, 40, 41, 44, 143, 144, 200, all.len() as u64] {
         let read = store.read_events(&m, from).await.expect("read");
         assert_eq!(read, all[from as usize..], "read from {from}");

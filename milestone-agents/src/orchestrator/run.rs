@@ -37,9 +37,6 @@ use crate::runner::{AgentRunner, run_with_deadline};
 /// still gets its starts out promptly.
 const MAX_BATCH: usize = 1024;
 
-/// Batches of at least this many events are handed to the store rather than lent.
-const OWNED_BATCH: usize = 32;
-
 /// How long runs cancelled at the end of a call get to return, in milliseconds.
 const CANCEL_GRACE_MS: u64 = 1_000;
 
@@ -601,9 +598,9 @@ impl<'a> Drive<'a> {
         Ok(())
     }
 
-    /// Appends the batch's `events`, handing them to the store (no copy when the store keeps
-    /// them as they are).
-    async fn append_owned(&mut self, events: Vec<Event>) -> Result<(), OrchestratorError> {
+    /// Appends the batch's `events`, handing them to the store (moved, not copied, when the
+    /// store keeps events as they are); the buffer is left empty for the next batch.
+    async fn append_from(&mut self, events: &mut Vec<Event>) -> Result<(), OrchestratorError> {
         if events.is_empty() {
             return Ok(());
         }
@@ -613,7 +610,7 @@ impl<'a> Drive<'a> {
         let v = self
             .inner
             .store
-            .append_owned(&self.id, self.version, events)
+            .append_from(&self.id, self.version, events)
             .await?;
         if let Some(events) = published {
             self.inner.hub.publish(&self.id, first, &events);
@@ -666,23 +663,15 @@ impl<'a> Drive<'a> {
             commands.retain(|c| !matches!(c, Command::CommitPhase { .. }));
             self.append(&events[k..]).await?;
             self.after_append(&events);
-        } else if acc.events.len() < OWNED_BATCH {
-            // A small batch is lent (a store copies what it keeps of it) and its buffer reused.
-            let events = std::mem::take(&mut acc.events);
-            self.append(&events).await?;
-            self.after_append(&events);
-            acc.events = events;
-            acc.events.clear();
         } else {
-            // A large one is handed over (trimmed, as the store may keep it as it is); the next
-            // batch gets a buffer as large as this one turned out.
+            self.after_append(&acc.events);
             let n = acc.events.len();
-            let mut events = std::mem::replace(&mut acc.events, Vec::with_capacity(n));
-            if events.capacity() > n + n / 4 {
-                events.shrink_to_fit();
+            self.append_from(&mut acc.events).await?;
+            // A store that kept the buffer itself leaves none: the next batch gets one as large
+            // as this one was, instead of growing one step by step.
+            if acc.events.capacity() == 0 {
+                acc.events.reserve(n);
             }
-            self.after_append(&events);
-            self.append_owned(events).await?;
         }
         self.carry_out_all(acc, commands).await
     }
