@@ -422,20 +422,6 @@ impl MilestoneState {
     /// # Errors
     /// [`TransitionError`] naming the item and the refused change when the event does not fit.
     pub fn apply(&mut self, event: &Event) -> Result<(), TransitionError> {
-        // A task's started and completed events (most of a log) take the fast path once their
-        // task is found.
-        if let Event::ItemStarted {
-            item: ItemRef::Task(t),
-            ..
-        }
-        | Event::ItemCompleted {
-            item: ItemRef::Task(t),
-            ..
-        } = event
-            && let Some(i) = self.task_position_of(t)
-        {
-            return self.apply_at(event, Some(Slot::Task(i)));
-        }
         self.apply_at(event, None)
     }
 
