@@ -478,9 +478,7 @@ impl MilestoneState {
                 {
                     return false;
                 }
-                st.status = ItemStatus::InProgress;
-                st.attempts = *attempt;
-                st.started_at.get_or_insert(*at);
+                mark_started(st, *at, *attempt);
                 *at
             }
             Event::ItemCompleted {
@@ -498,15 +496,7 @@ impl MilestoneState {
                     return false;
                 }
                 self.raise_progress(Slot::Task(i), Progress::COMPLETE);
-                let st = &mut self.data.tasks[i].item;
-                st.status = ItemStatus::Completed;
-                st.completed_at = Some(*at);
-                st.output = Some(if is_empty(output) {
-                    ItemOutput::default()
-                } else {
-                    output.clone()
-                });
-                st.partial = None;
+                mark_completed(&mut self.data.tasks[i].item, *at, output);
                 *at
             }
             _ => return false,
@@ -587,10 +577,7 @@ impl MilestoneState {
                         ),
                     ));
                 }
-                let st = self.at_slot_mut(slot);
-                st.status = ItemStatus::InProgress;
-                st.attempts = *attempt;
-                st.started_at.get_or_insert(*at);
+                mark_started(self.at_slot_mut(slot), *at, *attempt);
             }
             Event::ItemProgressed { item, progress, .. } => {
                 let slot = self.slot(item, hint)?;
@@ -618,15 +605,7 @@ impl MilestoneState {
                 let slot = self.slot(item, hint)?;
                 check_item_transition(item, self.at_slot(slot).status, ItemStatus::Completed)?;
                 self.raise_progress(slot, Progress::COMPLETE);
-                let st = self.at_slot_mut(slot);
-                st.status = ItemStatus::Completed;
-                st.completed_at = Some(*at);
-                st.output = Some(if is_empty(output) {
-                    ItemOutput::default()
-                } else {
-                    output.clone()
-                });
-                st.partial = None;
+                mark_completed(self.at_slot_mut(slot), *at, output);
             }
             Event::ItemFailed { item, error, .. } => {
                 let slot = self.set_item_status(item, hint, ItemStatus::Failed)?;
@@ -1011,4 +990,26 @@ impl MilestoneState {
         });
         Ok(())
     }
+}
+
+/// What a start changes in an item, once its checks passed (both apply paths).
+#[inline(always)]
+fn mark_started(st: &mut ItemState, at: Timestamp, attempt: u32) {
+    st.status = ItemStatus::InProgress;
+    st.attempts = attempt;
+    st.started_at.get_or_insert(at);
+}
+
+/// What a completion changes in an item, once its checks passed and its progress was raised
+/// (both apply paths). Most outputs of plain tasks are empty: no clone of each empty field then.
+#[inline(always)]
+fn mark_completed(st: &mut ItemState, at: Timestamp, output: &ItemOutput) {
+    st.status = ItemStatus::Completed;
+    st.completed_at = Some(at);
+    st.output = Some(if is_empty(output) {
+        ItemOutput::default()
+    } else {
+        output.clone()
+    });
+    st.partial = None;
 }
