@@ -837,3 +837,151 @@ fn errors_say_what_and_where() {
         "milestone state has schema version 9; this library reads up to 1"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Flat phases and tasks: the hand-written reader keeps the derive's rules
+
+/// Reads `json` as a `T`: `ok: ` and its JSON written back, or `err: ` and the message.
+fn read_flat<T: Serialize + DeserializeOwned>(json: &str) -> String {
+    match serde_json::from_str::<T>(json) {
+        Ok(v) => format!("ok: {}", serde_json::to_string(&v).unwrap()),
+        Err(e) => format!("err: {e}"),
+    }
+}
+
+/// A task's outcome contains `expected` (its class `ok`/`err` first).
+fn check_task(json: &str, expected: &str) {
+    let got = read_flat::<TaskState>(json);
+    assert!(
+        got.starts_with(&expected[..3]) && got.contains(&expected[5..]),
+        "{json}: expected {expected:?}, got {got:?}"
+    );
+}
+
+/// A phase's outcome contains `expected` (its class `ok`/`err` first).
+fn check_phase(json: &str, expected: &str) {
+    let got = read_flat::<PhaseState>(json);
+    assert!(
+        got.starts_with(&expected[..3]) && got.contains(&expected[5..]),
+        "{json}: expected {expected:?}, got {got:?}"
+    );
+}
+
+#[rustfmt::skip]
+#[test]
+fn flat_tasks_and_phases_read_as_the_derive_did() {
+    const SPEC: &str = r#""spec":{"id":"a","title":"A"}"#;
+    // Absent optional keys take their defaults; `null` optionals are absent.
+    check_task(&format!(r#"{{{SPEC},"status":"pending"}}"#), r#"ok: {"spec":{"id":"a","title":"A","dependencies":[],"priority":"medium"},"status":"pending","attempts":0,"progress":0}"#);
+    check_task(&format!(r#"{{"status":"pending",{SPEC}}}"#), r#"ok: "status":"pending","attempts":0"#);
+    check_task(&format!(r#"{{{SPEC},"status":"pending","started_at":null,"completed_at":null,"output":null,"last_error":null}}"#), r#"ok: "status":"pending","attempts":0,"progress":0}"#);
+    check_phase(r#"{"id":"design","status":"pending"}"#, r#"ok: {"id":"design","status":"pending","attempts":0,"progress":0}"#);
+    check_phase(r#"{"status":"in-progress","progress":4200,"attempts":2,"started_at":5,"id":"spec"}"#, r#"ok: {"id":"spec","status":"in-progress","started_at":5,"attempts":2,"progress":4200}"#);
+    // A present `partial`, even `null`, is kept.
+    check_phase(r#"{"id":"design","status":"in-progress","partial":null}"#, r#"ok: "partial":null"#);
+    check_task(&format!(r#"{{{SPEC},"status":"in-progress","partial":{{"k":[1]}}}}"#), r#"ok: "partial":{"k":[1]}"#);
+    // Unknown keys are refused, naming them (the owner's key of the other kind too).
+    check_task(&format!(r#"{{{SPEC},"status":"pending","surprise":1}}"#), "err: unknown field `surprise`, expected one of `spec`, `status`");
+    check_task(&format!(r#"{{{SPEC},"id":"a","status":"pending"}}"#), "err: unknown field `id`");
+    check_phase(r#"{"id":"design","status":"pending","spec":{}}"#, "err: unknown field `spec`, expected one of `id`, `status`");
+    check_phase(r#"{"id":"design","Status":"pending"}"#, "err: unknown field `Status`");
+    // Duplicate keys are refused, naming them.
+    check_task(&format!(r#"{{{SPEC},"status":"pending","status":"pending"}}"#), "err: duplicate field `status`");
+    check_task(&format!(r#"{{{SPEC},{SPEC},"status":"pending"}}"#), "err: duplicate field `spec`");
+    check_phase(r#"{"id":"design","id":"spec","status":"pending"}"#, "err: duplicate field `id`");
+    check_phase(r#"{"id":"design","status":"pending","partial":null,"partial":null}"#, "err: duplicate field `partial`");
+    check_phase(r#"{"id":"design","status":"pending","started_at":null,"started_at":1}"#, "err: duplicate field `started_at`");
+    check_phase(r#"{"id":"design","status":"pending","attempts":1,"attempts":1}"#, "err: duplicate field `attempts`");
+    // Missing required keys are refused, naming them.
+    check_task(r#"{"status":"pending"}"#, "err: missing field `spec`");
+    check_task(&format!(r#"{{{SPEC}}}"#), "err: missing field `status`");
+    check_task("{}", "err: missing field `spec`");
+    check_phase(r#"{"status":"pending"}"#, "err: missing field `id`");
+    check_phase(r#"{"id":"design","progress":0}"#, "err: missing field `status`");
+    // Values of the wrong shape, and not a map at all.
+    check_phase(r#"{"id":"design","status":"running"}"#, "err: unknown variant `running`");
+    check_phase(r#"{"id":"design","status":"pending","attempts":-1}"#, "err: invalid value: integer `-1`");
+    check_phase(r#"{"id":"design","status":"pending","progress":10001}"#, "err: progress 10001 is over 10000 basis points");
+    check_phase(r#"{"id":"bad id","status":"pending"}"#, "err: ");
+    check_phase(r#"{"id":"design","status":"pending","last_error":{"kind":"transient"}}"#, "err: missing field `message`");
+    check_phase("[]", "err: invalid type: sequence, expected struct PhaseState");
+    check_task("null", "err: invalid type: null, expected struct TaskState");
+    check_task(r#"{"spec":{"id":"a","title":"A"},"status":"pending""#, "err: EOF while parsing");
+    check_task(r#"{1:2}"#, "err: key must be a string");
+}
+
+#[test]
+fn flat_items_with_every_field_round_trip() {
+    let item = ItemState {
+        status: ItemStatus::Failed,
+        started_at: Some(Timestamp(3)),
+        completed_at: Some(Timestamp(9)),
+        attempts: 4,
+        progress: Progress::from_basis_points(1_234),
+        partial: Some(json!({"draft": ["x", 1, null]})),
+        output: Some(ItemOutput {
+            summary: "s".into(),
+            artifacts: vec![Artifact {
+                name: "n".into(),
+                kind: "document".into(),
+                body: ArtifactBody::Inline("text".into()),
+            }],
+            decisions: vec!["d".into()],
+            data: json!({"k": 1}),
+        }),
+        last_error: Some(ItemError {
+            kind: FailureKind::Transient,
+            message: "m".into(),
+        }),
+    };
+    let mut spec = TaskSpec::new(TaskId::new("b").unwrap(), "B");
+    spec.dependencies.push(TaskId::new("a").unwrap());
+    spec.estimate_ms = Some(60_000);
+    spec.priority = Priority::High;
+    let task = TaskState {
+        spec,
+        item: item.clone(),
+    };
+    round_trip(&task);
+    let phase = PhaseState {
+        id: PhaseId::new("execute").unwrap(),
+        item: ItemState {
+            partial: Some(Value::Null),
+            ..item
+        },
+    };
+    round_trip(&phase);
+    assert!(
+        serde_json::to_string(&phase)
+            .unwrap()
+            .contains("\"partial\":null")
+    );
+    // Every key is read back, none dropped: the written JSON has each one.
+    let text = serde_json::to_string(&task).unwrap();
+    for key in [
+        "spec",
+        "status",
+        "started_at",
+        "completed_at",
+        "attempts",
+        "progress",
+        "partial",
+        "output",
+        "last_error",
+    ] {
+        assert!(text.contains(&format!("\"{key}\":")), "{key}: {text}");
+    }
+}
+
+#[test]
+fn a_duplicate_key_in_a_stored_task_is_malformed() {
+    let json = small_json();
+    check(
+        &json.replacen("\"spec\":{", "\"status\":\"pending\",\"spec\":{", 1),
+        "malformed: duplicate field `status`",
+    );
+    check(
+        &json.replacen("\"spec\":{", "\"surprise\":0,\"spec\":{", 1),
+        "malformed: unknown field `surprise`",
+    );
+}
