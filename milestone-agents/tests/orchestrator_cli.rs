@@ -15,7 +15,7 @@ use milestone_agents::orchestrator::{Orchestrator, PlanSpec};
 use milestone_agents::{AgentOutput, AgentRequest, FnAgent, Registry};
 use milestone_core::engine::{Role, Work};
 use milestone_core::{Event, ItemRef, MilestoneId, MilestoneStatus, Progress};
-use milestone_git::conventions::{MILESTONE_TRAILER, PHASE_TRAILER, branch_name, tag_name};
+use milestone_git::conventions::{PHASE_TRAILER, tag_name};
 use milestone_git::testing::isolated_config;
 use milestone_git::{CliGit, CommitRequest, GitBackend, LogRange, RefName, RepoPath, Revision};
 use milestone_state::{FileStore, StateStore};
@@ -67,19 +67,6 @@ fn init_repo(d: &Dirs) -> Arc<CliGit> {
 
 fn open_repo(d: &Dirs) -> Arc<CliGit> {
     Arc::new(block_on(CliGit::open(&d.repo, isolated_config(&d.home).unwrap())).unwrap())
-}
-
-/// The phase trailers in the history of the milestone branch, oldest first.
-fn committed_phases(git: &CliGit, m: &MilestoneId) -> Vec<String> {
-    let range = LogRange::all(Revision::branch(&branch_name(m)));
-    let mut v: Vec<String> = block_on(git.log(&range))
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.trailer(MILESTONE_TRAILER) == Some(m.as_str()))
-        .filter_map(|e| e.trailer(PHASE_TRAILER).map(str::to_owned))
-        .collect();
-    v.reverse();
-    v
 }
 
 /// A registry whose phase runners also write a file into the repository.

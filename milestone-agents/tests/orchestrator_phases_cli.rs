@@ -14,9 +14,9 @@ use milestone_agents::orchestrator::{Orchestrator, PlanSpec};
 use milestone_agents::{AgentContext, AgentError, AgentRequest, FnAgent};
 use milestone_core::engine::{Outcome, Role};
 use milestone_core::{ExecutionMode, MilestoneId, MilestoneStatus, PhaseId};
-use milestone_git::conventions::{MILESTONE_TRAILER, PHASE_TRAILER, branch_name, tag_name};
+use milestone_git::conventions::tag_name;
 use milestone_git::testing::isolated_config;
-use milestone_git::{CliGit, CommitRequest, GitBackend, LogRange, RefName, RepoPath, Revision};
+use milestone_git::{CliGit, CommitRequest, GitBackend, RefName, RepoPath, Revision};
 use milestone_state::{FileStore, StateStore};
 use orchestrator_support::*;
 
@@ -26,19 +26,6 @@ fn main_branch() -> RefName {
 
 fn ph(s: &str) -> PhaseId {
     PhaseId::new(s).unwrap()
-}
-
-/// The phase trailers on the milestone branch, oldest first.
-fn committed_phases(git: &CliGit, m: &MilestoneId) -> Vec<String> {
-    let range = LogRange::all(Revision::branch(&branch_name(m)));
-    let mut v: Vec<String> = block_on(git.log(&range))
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.trailer(MILESTONE_TRAILER) == Some(m.as_str()))
-        .filter_map(|e| e.trailer(PHASE_TRAILER).map(str::to_owned))
-        .collect();
-    v.reverse();
-    v
 }
 
 #[test]

@@ -153,17 +153,15 @@ pub fn repo() -> Arc<milestone_git::InMemoryGit> {
     git
 }
 
-/// The phases committed on the milestone branch, oldest first, as their trailers say.
-pub fn committed_phases(
-    git: &milestone_git::InMemoryGit,
+/// The phases committed on the milestone branch, oldest first, as their trailers say (any git
+/// backend).
+pub fn committed_phases<G: milestone_git::GitBackend + ?Sized>(
+    git: &G,
     m: &milestone_core::MilestoneId,
 ) -> Vec<String> {
     use milestone_git::conventions::{MILESTONE_TRAILER, PHASE_TRAILER, branch_name};
-    use milestone_git::{GitBackend, LogRange, Revision};
-    let range = LogRange::between(
-        Revision::branch(&main_branch()),
-        Revision::branch(&branch_name(m)),
-    );
+    use milestone_git::{LogRange, Revision};
+    let range = LogRange::all(Revision::branch(&branch_name(m)));
     let mut phases: Vec<String> = futures::executor::block_on(git.log(&range))
         .unwrap()
         .into_iter()
