@@ -4,8 +4,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use futures::future::BoxFuture;
+use milestone_core::Timestamp;
+
 use crate::clock::{Clock, with_timeout};
-use crate::context::AgentContext;
+use crate::context::{AgentContext, CancelToken};
 use crate::output::{AgentError, AgentOutput};
 use crate::request::AgentRequest;
 
@@ -131,23 +134,49 @@ where
     // Poll once before arming a timer: in-process runners usually finish at once and then
     // cost no timer at all.
     let first = std::future::poll_fn(|cx| std::task::Poll::Ready(run.as_mut().poll(cx))).await;
-    let result = match first {
-        std::task::Poll::Ready(result) => result,
-        std::task::Poll::Pending => match with_timeout(clock, deadline, run).await {
-            Ok(result) => result,
-            Err(_) => {
-                token.cancel();
-                return Err(AgentError::timed_out(format!(
-                    "{work} ({}) ran past its deadline at {} ms",
-                    runner.name(),
-                    deadline.as_millis()
-                )));
-            }
-        },
-    };
+    match first {
+        std::task::Poll::Ready(result) => settle(result, &token),
+        std::task::Poll::Pending => {
+            finish_by_deadline(runner, &work, deadline, token, clock, run).await
+        }
+    }
+}
+
+/// A run's result, its token cancelled when the runner timed itself out: whatever it left
+/// running stops too.
+pub(crate) fn settle(
+    result: Result<AgentOutput, AgentError>,
+    token: &CancelToken,
+) -> Result<AgentOutput, AgentError> {
     if matches!(result, Err(AgentError::TimedOut { .. })) {
-        // The runner measured the deadline itself; whatever it left running stops too.
         token.cancel();
     }
     result
+}
+
+/// Awaits a run that was polled once and is still pending, until `deadline` on `clock`: past
+/// it the run is dropped, its token cancelled, and the error names `work` and the runner.
+pub(crate) async fn finish_by_deadline<R, C>(
+    runner: &R,
+    work: &(dyn std::fmt::Display + Sync),
+    deadline: Timestamp,
+    token: CancelToken,
+    clock: &C,
+    run: BoxFuture<'_, Result<AgentOutput, AgentError>>,
+) -> Result<AgentOutput, AgentError>
+where
+    R: AgentRunner + ?Sized,
+    C: Clock + ?Sized,
+{
+    match with_timeout(clock, deadline, run).await {
+        Ok(result) => settle(result, &token),
+        Err(_) => {
+            token.cancel();
+            Err(AgentError::timed_out(format!(
+                "{work} ({}) ran past its deadline at {} ms",
+                runner.name(),
+                deadline.as_millis()
+            )))
+        }
+    }
 }

@@ -26,12 +26,11 @@ use super::builder::ModePolicy;
 use super::gate::GateVerdict;
 use super::metrics::{ExecutionMetrics, PhaseTiming, Report};
 use super::{Inner, OrchestratorError, tag_of};
-use crate::clock::with_timeout;
 use crate::context::{AgentContext, CancelToken, Report as RunReport, RunRouter};
 use crate::output::{AgentError, AgentOutput, result_input};
 use crate::registry::{RegistryError, RunnerSource};
 use crate::request::AgentRequest;
-use crate::runner::{AgentRunner, run_with_deadline};
+use crate::runner::{AgentRunner, finish_by_deadline, run_with_deadline, settle};
 
 /// Inputs handled (and events appended) together at most, so that a flood of completions
 /// still gets its starts out promptly.
@@ -225,6 +224,23 @@ async fn choose_mode(
     }
 }
 
+/// Whether `mode` runs `role` on its direct (in-process) runner when it has one: direct mode
+/// for phases and tasks, hybrid mode for the phases other than the task phase; never for a
+/// degraded attempt (the registry picks its runner).
+fn prefers_direct(
+    mode: ExecutionMode,
+    role: &Role,
+    degraded: bool,
+    task_phase: Option<&PhaseId>,
+) -> bool {
+    !degraded
+        && match mode {
+            ExecutionMode::Direct => matches!(role, Role::Phase(_) | Role::Task),
+            ExecutionMode::Hybrid => matches!(role, Role::Phase(p) if Some(p) != task_phase),
+            _ => false,
+        }
+}
+
 /// The runner for a role under `mode`; aggregation falls back to the built-in one.
 async fn resolve(
     inner: &Inner,
@@ -233,13 +249,9 @@ async fn resolve(
     mode: ExecutionMode,
     task_phase: Option<&PhaseId>,
 ) -> Result<(Arc<dyn AgentRunner>, Via), RegistryError> {
-    let prefer_direct = !degraded
-        && match mode {
-            ExecutionMode::Direct => matches!(role, Role::Phase(_) | Role::Task),
-            ExecutionMode::Hybrid => matches!(role, Role::Phase(p) if Some(p) != task_phase),
-            _ => false,
-        };
-    if prefer_direct && let Some(d) = inner.registry.direct(role) {
+    if prefers_direct(mode, role, degraded, task_phase)
+        && let Some(d) = inner.registry.direct(role)
+    {
         return Ok((Arc::clone(d), Via::Direct));
     }
     match inner.registry.resolve_detailed(role, degraded).await {
@@ -486,13 +498,12 @@ impl<'a> Drive<'a> {
         cx: &mut Context<'_>,
     ) -> Option<futures::future::BoxFuture<'a, RunDone>> {
         let inner = self.inner;
-        let direct = !launch.degraded
-            && match (&self.mode, &launch.request.role) {
-                (ExecutionMode::Direct, Role::Task) => true,
-                (ExecutionMode::Direct, Role::Phase(_)) => true,
-                (ExecutionMode::Hybrid, Role::Phase(p)) => *p != self.task_phase,
-                _ => false,
-            };
+        let direct = prefers_direct(
+            self.mode,
+            &launch.request.role,
+            launch.degraded,
+            Some(&self.task_phase),
+        );
         let runner: Option<&'a dyn AgentRunner> = match (direct, &launch.request.role) {
             (false, _) => None,
             (true, Role::Task) => *self
@@ -516,27 +527,19 @@ impl<'a> Drive<'a> {
         let mut run = runner.run(request, ctx);
         match run.as_mut().poll(cx) {
             Poll::Ready(result) => {
-                if matches!(result, Err(AgentError::TimedOut { .. })) {
-                    token.cancel();
-                }
-                self.finish_run(key, result, Some(Via::Direct));
+                self.finish_run(key, settle(result, &token), Some(Via::Direct));
                 None
             }
             Poll::Pending => {
-                let work = self.runs.get(key).map(|m| m.work.clone());
+                // Pending in-process runs are rare: the label is made only for them.
+                let work = self
+                    .runs
+                    .get(key)
+                    .map_or_else(|| "a run".to_owned(), |m| m.work.to_string());
                 Some(Box::pin(async move {
-                    let result = match with_timeout(&*inner.clock, deadline, run).await {
-                        Ok(result) => result,
-                        Err(_) => Err(AgentError::timed_out(format!(
-                            "{} ({}) ran past its deadline at {} ms",
-                            work.map_or_else(String::new, |w| w.to_string()),
-                            runner.name(),
-                            deadline.as_millis()
-                        ))),
-                    };
-                    if matches!(result, Err(AgentError::TimedOut { .. })) {
-                        token.cancel();
-                    }
+                    let result =
+                        finish_by_deadline(runner, &work, deadline, token, &*inner.clock, run)
+                            .await;
                     RunDone {
                         key,
                         result,
