@@ -935,7 +935,7 @@ impl<'a> Drive<'a> {
         }];
         let now = self.read_clock();
         request.deadline = now.plus_millis(milestone_core::workflow::DEFAULT_TIMEOUT_MS);
-        request.idempotency_key = IdempotencyKey(conflict_key(&self.id));
+        request.idempotency_key = IdempotencyKey::of_text(&format!("merge:{}", self.id));
         let ctx = AgentContext::detached(CancelToken::new());
         self.metrics.runs += 1;
         self.metrics.agent_runs += 1;
@@ -986,14 +986,4 @@ impl<'a> Drive<'a> {
             plan,
         }
     }
-}
-
-/// A stable key for the merge of one milestone (FNV-1a of its id).
-fn conflict_key(id: &MilestoneId) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in b"merge:".iter().chain(id.as_str().as_bytes()) {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
 }

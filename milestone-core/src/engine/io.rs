@@ -234,6 +234,23 @@ impl fmt::Display for CacheKey {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct IdempotencyKey(pub u64);
 
+impl IdempotencyKey {
+    /// A key for work a host starts outside the engine (the orchestrator's merge conflict
+    /// resolution, say): FNV-1a 64 of `text`, the same in every version.
+    ///
+    /// ```
+    /// use milestone_core::engine::IdempotencyKey;
+    /// assert_eq!(IdempotencyKey::of_text("a"), IdempotencyKey::of_text("a"));
+    /// assert_ne!(IdempotencyKey::of_text("a"), IdempotencyKey::of_text("b"));
+    /// assert_eq!(IdempotencyKey::of_text("").0, 0xcbf2_9ce4_8422_2325);
+    /// ```
+    pub fn of_text(text: &str) -> IdempotencyKey {
+        let mut h = super::hash::Fnv::new();
+        h.bytes(text.as_bytes());
+        IdempotencyKey(h.0)
+    }
+}
+
 impl fmt::Display for IdempotencyKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:016x}", self.0)
