@@ -747,7 +747,10 @@ impl MilestoneState {
                 // tag and merge recorded since the checkpoint still exist in git.
                 let git = std::mem::take(&mut self.data.git);
                 *self = (**state).clone();
-                self.index_task_addrs();
+                let tasks = &self.data.tasks;
+                self.task_addr.extend(tasks.len(), tasks.len(), |i| {
+                    tasks[i].spec.id.as_str().as_ptr() as usize
+                });
                 self.data.git = git;
                 self.data.rollbacks = rollbacks;
                 self.data.events_applied = applied;

@@ -1147,15 +1147,6 @@ impl MilestoneState {
         self.task_index.get(id).copied()
     }
 
-    /// Makes sure the task address index covers every task (a copy of a state starts without
-    /// one; see [`AddrIndex`](crate::addr_index::AddrIndex)).
-    pub(crate) fn index_task_addrs(&mut self) {
-        let tasks = &self.data.tasks;
-        self.task_addr.extend(tasks.len(), tasks.len(), |i| {
-            tasks[i].spec.id.as_str().as_ptr() as usize
-        });
-    }
-
     /// As [`task_position`](MilestoneState::task_position) for a whole id: first by its text's
     /// address (ids cloned from the state's share it), then by its text.
     pub(crate) fn task_position_of(&self, id: &TaskId) -> Option<usize> {

@@ -28,6 +28,7 @@ impl Engine {
         self.np = np;
         self.receiver = wf.position(wf.task_phase().as_str()).unwrap_or(np - 1);
         self.nodes.clear();
+        self.recent.clear();
         self.ready.clear();
         self.parked.clear();
         self.running.clear();
@@ -771,6 +772,7 @@ impl Engine {
         let role = if i < self.np {
             Role::Phase(self.phase_id(i))
         } else {
+            self.remember(i);
             Role::Task
         };
         if i < self.np && !was_active {

@@ -178,6 +178,14 @@ pub struct Engine {
     last_wake: Option<u64>,
     planning: Planning,
     idem_base: u64,
+    /// Recently started tasks by the address of their id's text, direct-mapped. The engine
+    /// hands out the ids it holds and a host echoes them back, so an input about running work
+    /// usually finds its node here with one multiply and one compare, without hashing the
+    /// id's text; a miss (an id built anew, an overwritten entry) falls back to the state's
+    /// index.
+    recent: Vec<(usize, u32)>,
+    /// `64 - log2(recent.len())` once `recent` is allocated (its size never changes after).
+    recent_shift: u32,
     /// Some task may have completed with data (`null` otherwise): until one has, a start
     /// gathers no input from its dependencies without reading their states. Set from the
     /// state on construction and by every completion with data; never cleared (after a
@@ -280,9 +288,6 @@ impl Engine {
         config
             .validate_for(state.workflow())
             .map_err(EngineError::Config)?;
-        // Inputs find their task by the id's address (the engine hands out the state's ids).
-        let mut state = state;
-        state.index_task_addrs();
         let mut h = hash::Fnv::new();
         h.str(state.id().as_str());
         let idem_base = h.finish();
@@ -321,6 +326,8 @@ impl Engine {
             last_wake: None,
             planning: Planning::default(),
             idem_base,
+            recent: Vec::new(),
+            recent_shift: 63,
             task_data: false,
         };
         engine.task_data = engine
@@ -514,13 +521,53 @@ impl Engine {
     fn node_of(&self, work: &Work) -> Result<usize, EngineError> {
         let found = match work {
             Work::Item(ItemRef::Phase(p)) => self.state.workflow().position(p.as_str()),
-            // The state finds an id the engine handed out by its text's address.
-            Work::Item(ItemRef::Task(t)) => self.state.task_position_of(t).map(|j| self.np + j),
+            Work::Item(ItemRef::Task(t)) => {
+                let addr = t.as_str().as_ptr() as usize;
+                match self.recent.get(self.recent_slot(addr)) {
+                    // The node holds that id alive, so no other id has its address while it
+                    // exists; the node's own id is checked all the same.
+                    Some(&(a, i))
+                        if a == addr
+                            && self
+                                .nodes
+                                .get(i as usize)
+                                .is_some_and(|n| n.item_addr() == addr) =>
+                    {
+                        Some(i as usize)
+                    }
+                    _ => self.state.task_position_of(t).map(|j| self.np + j),
+                }
+            }
             Work::Planning(_) => None,
         };
         found
             .filter(|&i| i < self.nodes.len())
             .ok_or_else(|| EngineError::UnknownWork { work: work.clone() })
+    }
+
+    /// The entry of `recent` for an id at `addr` (a Fibonacci hash of the address).
+    #[inline]
+    fn recent_slot(&self, addr: usize) -> usize {
+        // Before `recent` is allocated this is 0 or 1, which `get` answers with `None`.
+        ((addr as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.recent_shift) as usize
+    }
+
+    /// Remembers a started task for [`Engine::node_of`].
+    fn remember(&mut self, i: usize) {
+        if self.recent.is_empty() {
+            // Eight entries per agent that may run at once: few collisions, L1-sized.
+            let n = self
+                .config
+                .max_concurrency
+                .saturating_mul(8)
+                .clamp(64, 4096)
+                .next_power_of_two();
+            self.recent = vec![(0, 0); n];
+            self.recent_shift = 64 - n.trailing_zeros();
+        }
+        let addr = self.nodes[i].item_addr();
+        let k = self.recent_slot(addr);
+        self.recent[k] = (addr, i as u32);
     }
 
     /// Asks for a tick at the earliest pending timer when the host has no earlier wake-up.

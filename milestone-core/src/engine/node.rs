@@ -85,6 +85,11 @@ impl Node {
         }
     }
 
+    /// The address of the item's id text (see `Engine::recent`).
+    pub(crate) fn item_addr(&self) -> usize {
+        self.item.as_str().as_ptr() as usize
+    }
+
     /// In progress in the state's sense (an attempt is open).
     pub(crate) fn in_progress(&self) -> bool {
         matches!(
