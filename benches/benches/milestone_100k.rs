@@ -348,7 +348,7 @@ fn transition(task: TaskId, at: u64) -> [Event; 2] {
         Event::ItemCompleted {
             at: Timestamp(at),
             item,
-            output: ItemOutput::default(),
+            output: ItemOutput::default().into(),
         },
     ]
 }

@@ -51,7 +51,7 @@ fn log(n: usize) -> Vec<Event> {
         events.push(Event::ItemCompleted {
             at,
             item,
-            output: ItemOutput::default(),
+            output: ItemOutput::default().into(),
         });
     }
     events.push(Event::ItemStarted {

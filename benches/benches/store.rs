@@ -145,7 +145,7 @@ fn big_log(root: &Path, snapshot_at: Option<u64>) -> MilestoneId {
             events.push(Event::ItemCompleted {
                 at: Timestamp(4),
                 item,
-                output: ItemOutput::default(),
+                output: ItemOutput::default().into(),
             });
         }
     }

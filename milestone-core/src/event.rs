@@ -29,9 +29,9 @@ use crate::error::{Problem, ProblemKind, Problems};
 use crate::id::{MilestoneId, PhaseId};
 use crate::plan::MilestonePlan;
 use crate::state::{
-    CheckpointMark, Decision, Intervention, ItemError, ItemOutput, ItemRef, ItemState, ItemStatus,
-    MilestoneState, MilestoneStatus, Mode, PhaseCommit, TaskSpec, TaskState, TransitionError,
-    check_item_transition, check_milestone_transition, check_mode_transition,
+    CheckpointMark, CompactOutput, Decision, Intervention, ItemError, ItemOutput, ItemRef,
+    ItemState, ItemStatus, MilestoneState, MilestoneStatus, Mode, PhaseCommit, TaskSpec, TaskState,
+    TransitionError, check_item_transition, check_milestone_transition, check_mode_transition,
 };
 use crate::units::{Progress, Timestamp};
 use crate::workflow::Workflow;
@@ -122,8 +122,8 @@ pub enum Event {
         at: Timestamp,
         /// The item.
         item: ItemRef,
-        /// What it produced.
-        output: ItemOutput,
+        /// What it produced (compact: see [`CompactOutput`]).
+        output: CompactOutput,
     },
     /// An attempt failed.
     ItemFailed {
@@ -329,16 +329,6 @@ pub(crate) enum Slot {
     Phase(usize),
     /// A task's position among the tasks.
     Task(usize),
-}
-
-/// Whether an output carries nothing. Most outputs of plain tasks are empty: the state then
-/// stores a default instead of cloning each empty field.
-#[inline(always)]
-fn is_empty(output: &ItemOutput) -> bool {
-    output.summary.is_empty()
-        && output.artifacts.is_empty()
-        && output.decisions.is_empty()
-        && output.data.is_null()
 }
 
 /// Equal texts, by address first (ids cloned from one another share their text).
@@ -1006,7 +996,7 @@ fn mark_started(st: &mut ItemState, at: Timestamp, attempt: u32) {
 fn mark_completed(st: &mut ItemState, at: Timestamp, output: &ItemOutput) {
     st.status = ItemStatus::Completed;
     st.completed_at = Some(at);
-    st.output = Some(if is_empty(output) {
+    st.output = Some(if output.is_empty() {
         ItemOutput::default()
     } else {
         output.clone()

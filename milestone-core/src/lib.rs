@@ -21,7 +21,7 @@
 //! state.apply(&Event::ExecutionStarted { at: Timestamp(1) })?;
 //! let design = ItemRef::Phase(PhaseId::new("design")?);
 //! state.apply(&Event::ItemStarted { at: Timestamp(2), item: design.clone(), attempt: 1 })?;
-//! state.apply(&Event::ItemCompleted { at: Timestamp(3), item: design, output: ItemOutput::default() })?;
+//! state.apply(&Event::ItemCompleted { at: Timestamp(3), item: design, output: ItemOutput::default().into() })?;
 //! assert_eq!(state.phase("design").map(|p| p.item.status), Some(milestone_core::ItemStatus::Completed));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -54,8 +54,8 @@ pub use kiro::{KiroCategory, KiroItem, KiroStrategy};
 pub use plan::{MilestonePlan, validate_plan};
 pub use progress::{ProgressReport, overall};
 pub use state::{
-    Artifact, ArtifactBody, Decision, FailureKind, ItemError, ItemOutput, ItemRef, ItemState,
-    ItemStatus, MilestoneState, MilestoneStatus, Mode, TaskSpec, TransitionError,
+    Artifact, ArtifactBody, CompactOutput, Decision, FailureKind, ItemError, ItemOutput, ItemRef,
+    ItemState, ItemStatus, MilestoneState, MilestoneStatus, Mode, TaskSpec, TransitionError,
 };
 pub use units::{Priority, Progress, Timestamp, Weight};
 pub use workflow::{CachePolicy, Limits, PhaseSpec, Workflow};

@@ -19,7 +19,7 @@
 //! state.apply(&Event::ExecutionStarted { at: Timestamp(0) })?;
 //! let design = ItemRef::Phase(PhaseId::new("design")?);
 //! state.apply(&Event::ItemStarted { at: Timestamp(0), item: design.clone(), attempt: 1 })?;
-//! state.apply(&Event::ItemCompleted { at: Timestamp(3_600_000), item: design, output: ItemOutput::default() })?;
+//! state.apply(&Event::ItemCompleted { at: Timestamp(3_600_000), item: design, output: ItemOutput::default().into() })?;
 //!
 //! let report = ProgressReport::compute(&state, Timestamp(3_600_000), None);
 //! assert_eq!(report.overall, Progress::from_basis_points(1_500));

@@ -367,6 +367,108 @@ pub struct ItemOutput {
     pub data: serde_json::Value,
 }
 
+impl ItemOutput {
+    /// Whether it carries nothing: no summary, artifacts or decisions, and `null` data.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.summary.is_empty()
+            && self.artifacts.is_empty()
+            && self.decisions.is_empty()
+            && self.data.is_null()
+    }
+}
+
+/// The empty output every empty [`CompactOutput`] reads as.
+static EMPTY_OUTPUT: ItemOutput = ItemOutput {
+    summary: String::new(),
+    artifacts: Vec::new(),
+    decisions: Vec::new(),
+    data: serde_json::Value::Null,
+};
+
+/// An [`ItemOutput`] as an [`Event::ItemCompleted`](crate::Event::ItemCompleted) carries it:
+/// one pointer wide, and without an allocation when the output is empty (as most outputs of
+/// plain tasks are). Every event is as large as its largest kind, so keeping this one small
+/// keeps the whole log small.
+///
+/// It reads as an [`ItemOutput`] (through `Deref`) and has the same JSON.
+///
+/// ```
+/// use milestone_core::{CompactOutput, ItemOutput};
+///
+/// let empty = CompactOutput::from(ItemOutput::default());
+/// assert!(empty.is_empty());
+/// let out = CompactOutput::from(ItemOutput {
+///     summary: "done".into(),
+///     ..ItemOutput::default()
+/// });
+/// assert_eq!(out.summary, "done");
+/// assert_eq!(out.into_inner().summary, "done");
+/// ```
+#[derive(Clone, Default)]
+pub struct CompactOutput(Option<Box<ItemOutput>>);
+
+impl PartialEq for CompactOutput {
+    fn eq(&self, other: &CompactOutput) -> bool {
+        **self == **other
+    }
+}
+
+impl CompactOutput {
+    /// Holds `output` (boxed unless it is empty).
+    #[inline]
+    pub fn new(output: ItemOutput) -> CompactOutput {
+        if output.is_empty() {
+            CompactOutput(None)
+        } else {
+            CompactOutput(Some(Box::new(output)))
+        }
+    }
+
+    /// The output itself.
+    pub fn into_inner(self) -> ItemOutput {
+        self.0.map_or_else(ItemOutput::default, |b| *b)
+    }
+}
+
+impl std::ops::Deref for CompactOutput {
+    type Target = ItemOutput;
+    #[inline]
+    fn deref(&self) -> &ItemOutput {
+        self.0.as_deref().unwrap_or(&EMPTY_OUTPUT)
+    }
+}
+
+impl From<ItemOutput> for CompactOutput {
+    fn from(output: ItemOutput) -> CompactOutput {
+        CompactOutput::new(output)
+    }
+}
+
+impl From<CompactOutput> for ItemOutput {
+    fn from(output: CompactOutput) -> ItemOutput {
+        output.into_inner()
+    }
+}
+
+impl fmt::Debug for CompactOutput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        ItemOutput::fmt(self, f)
+    }
+}
+
+impl Serialize for CompactOutput {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        ItemOutput::serialize(self, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for CompactOutput {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<CompactOutput, D::Error> {
+        ItemOutput::deserialize(d).map(CompactOutput::new)
+    }
+}
+
 /// Why an attempt failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -1225,6 +1327,63 @@ fn task_phase_position(workflow: &Workflow) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A compact output reads, compares and serializes as the output it holds; only an empty
+    /// one is left unboxed (any field set makes it non-empty).
+    #[test]
+    fn a_compact_output_is_its_output() {
+        let outputs = [
+            ItemOutput::default(),
+            ItemOutput {
+                summary: "s".into(),
+                ..ItemOutput::default()
+            },
+            ItemOutput {
+                artifacts: vec![Artifact {
+                    name: "a".into(),
+                    kind: "report".into(),
+                    body: ArtifactBody::Inline("x".into()),
+                }],
+                ..ItemOutput::default()
+            },
+            ItemOutput {
+                decisions: vec!["d".into()],
+                ..ItemOutput::default()
+            },
+            ItemOutput {
+                data: serde_json::json!({"k": 1}),
+                ..ItemOutput::default()
+            },
+        ];
+        for (i, output) in outputs.iter().enumerate() {
+            let compact = CompactOutput::new(output.clone());
+            assert_eq!(*compact, *output);
+            assert_eq!(compact.0.is_none(), i == 0, "case {i}");
+            assert_eq!(compact.is_empty(), i == 0);
+            let json = serde_json::to_string(&compact).unwrap();
+            assert_eq!(json, serde_json::to_string(output).unwrap());
+            let back: CompactOutput = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, compact);
+            assert_eq!(back.0.is_none(), i == 0);
+            assert_eq!(compact.clone().into_inner(), *output);
+            assert_eq!(format!("{compact:?}"), format!("{output:?}"));
+        }
+        // Unknown keys are refused as ItemOutput refuses them.
+        assert!(serde_json::from_str::<CompactOutput>(r#"{"summary":"","extra":1}"#).is_err());
+    }
+
+    /// Every event is as large as its largest kind: each is kept small (a log holds two per
+    /// task), the big payloads boxed or shared.
+    #[test]
+    fn events_stay_small() {
+        assert!(
+            std::mem::size_of::<crate::Event>() <= 96,
+            "Event is {} bytes",
+            std::mem::size_of::<crate::Event>()
+        );
+        assert_eq!(std::mem::size_of::<CompactOutput>(), 8);
+        assert_eq!(std::mem::size_of::<Workflow>(), 8);
+    }
 
     #[test]
     fn item_transition_table_covers_every_pair() {

@@ -6,6 +6,8 @@
 //! exists in memory. [`Workflow::kiro`] is the default table of DESIGN.md.
 
 use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -107,12 +109,29 @@ impl PhaseSpec {
 }
 
 /// A validated workflow: see the module docs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Shared: a clone (each state, checkpoint and `Created` event holds one) costs a reference
+/// count, and the value is one pointer wide.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "WorkflowRaw", into = "WorkflowRaw")]
 pub struct Workflow {
+    inner: Arc<WorkflowInner>,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+struct WorkflowInner {
     phases: Vec<PhaseSpec>,
     max_parallel_phases: u32,
     index: HashMap<PhaseId, usize>,
+}
+
+impl fmt::Debug for Workflow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Workflow")
+            .field("phases", &self.inner.phases)
+            .field("max_parallel_phases", &self.inner.max_parallel_phases)
+            .finish()
+    }
 }
 
 /// The unchecked serde form of a [`Workflow`].
@@ -137,9 +156,10 @@ impl TryFrom<WorkflowRaw> for Workflow {
 
 impl From<Workflow> for WorkflowRaw {
     fn from(w: Workflow) -> Self {
+        let inner = Arc::unwrap_or_clone(w.inner);
         WorkflowRaw {
-            phases: w.phases,
-            max_parallel_phases: w.max_parallel_phases,
+            phases: inner.phases,
+            max_parallel_phases: inner.max_parallel_phases,
         }
     }
 }
@@ -229,11 +249,7 @@ impl Workflow {
                 format!("dependency cycle: {}", path.join(" -> ")),
             ));
         }
-        Problems(problems).into_result(Workflow {
-            phases,
-            max_parallel_phases,
-            index,
-        })
+        Problems(problems).into_result(Workflow::from_parts(phases, max_parallel_phases, index))
     }
 
     /// The default KIRO workflow of DESIGN.md: design 15 %, spec 25 %, task 20 %, execute 40 %,
@@ -246,10 +262,20 @@ impl Workflow {
             .enumerate()
             .map(|(i, p)| (p.id.clone(), i))
             .collect();
+        Workflow::from_parts(phases, DEFAULT_MAX_PARALLEL_PHASES, index)
+    }
+
+    fn from_parts(
+        phases: Vec<PhaseSpec>,
+        max_parallel_phases: u32,
+        index: HashMap<PhaseId, usize>,
+    ) -> Workflow {
         Workflow {
-            phases,
-            max_parallel_phases: DEFAULT_MAX_PARALLEL_PHASES,
-            index,
+            inner: Arc::new(WorkflowInner {
+                phases,
+                max_parallel_phases,
+                index,
+            }),
         }
     }
 
@@ -271,27 +297,27 @@ impl Workflow {
 
     /// The phases in declaration order.
     pub fn phases(&self) -> &[PhaseSpec] {
-        &self.phases
+        &self.inner.phases
     }
 
     /// The phase with `id`.
     pub fn phase(&self, id: &str) -> Option<&PhaseSpec> {
-        self.index.get(id).map(|&i| &self.phases[i])
+        self.inner.index.get(id).map(|&i| &self.inner.phases[i])
     }
 
     /// The position of phase `id` in [`Workflow::phases`].
     pub fn position(&self, id: &str) -> Option<usize> {
-        self.index.get(id).copied()
+        self.inner.index.get(id).copied()
     }
 
     /// How many phases may run at once.
     pub fn max_parallel_phases(&self) -> u32 {
-        self.max_parallel_phases
+        self.inner.max_parallel_phases
     }
 
     /// The same workflow with another parallelism limit (at least 1).
     pub fn with_max_parallel_phases(mut self, n: u32) -> Workflow {
-        self.max_parallel_phases = n.max(1);
+        Arc::make_mut(&mut self.inner).max_parallel_phases = n.max(1);
         self
     }
 
@@ -299,7 +325,7 @@ impl Workflow {
     pub fn task_phase(&self) -> &PhaseId {
         match self.phase("execute") {
             Some(p) => &p.id,
-            None => &self.phases[self.phases.len() - 1].id,
+            None => &self.inner.phases[self.inner.phases.len() - 1].id,
         }
     }
 }

@@ -147,7 +147,7 @@ fn build(
                     log.apply(Event::ItemCompleted {
                         at,
                         item: item.clone(),
-                        output: ItemOutput::default(),
+                        output: ItemOutput::default().into(),
                     });
                     if commit {
                         let at = log.at();

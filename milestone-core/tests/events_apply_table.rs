@@ -43,7 +43,7 @@ fn done(id: &str) -> Event {
     Event::ItemCompleted {
         at: T,
         item: item(id),
-        output: ItemOutput::default(),
+        output: ItemOutput::default().into(),
     }
 }
 fn fail(id: &str) -> Event {

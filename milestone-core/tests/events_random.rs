@@ -240,7 +240,8 @@ impl Driver {
                 output: ItemOutput {
                     summary: format!("done {b}"),
                     ..ItemOutput::default()
-                },
+                }
+                .into(),
             },
             8 if matches!(st.status, ItemStatus::InProgress | ItemStatus::Blocked) => {
                 Event::ItemFailed {
@@ -432,7 +433,7 @@ impl Driver {
                     ItemStatus::InProgress => Event::ItemCompleted {
                         at,
                         item,
-                        output: ItemOutput::default(),
+                        output: ItemOutput::default().into(),
                     },
                     s if active && !s.is_final() => Event::ItemStarted {
                         at,
@@ -471,7 +472,7 @@ impl Driver {
             2 => Event::ItemCompleted {
                 at,
                 item: it,
-                output: ItemOutput::default(),
+                output: ItemOutput::default().into(),
             },
             3 => Event::ItemFailed {
                 at,

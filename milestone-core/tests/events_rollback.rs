@@ -32,7 +32,7 @@ fn a_rollback_keeps_the_git_records_made_since_the_checkpoint() {
         Event::ItemCompleted {
             at: Timestamp(3),
             item: design,
-            output: ItemOutput::default(),
+            output: ItemOutput::default().into(),
         },
         Event::CheckpointRecorded {
             at: Timestamp(3),

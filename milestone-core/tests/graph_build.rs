@@ -521,7 +521,7 @@ fn a_state_drives_the_tracker() {
         .apply(&Event::ItemCompleted {
             at: Timestamp(3),
             item: design,
-            output: ItemOutput::default(),
+            output: ItemOutput::default().into(),
         })
         .unwrap();
     let g = WorkGraph::from_state(&state);

@@ -49,7 +49,7 @@ fn state(title: &str) -> MilestoneState {
         Event::ItemCompleted {
             at: Timestamp(3),
             item: design,
-            output: ItemOutput::default(),
+            output: ItemOutput::default().into(),
         },
         Event::ItemStarted {
             at: Timestamp(4),

@@ -65,7 +65,7 @@ fn state(steps: &[(&str, Step, u64)]) -> MilestoneState {
             Done => Event::ItemCompleted {
                 at,
                 item: it,
-                output: ItemOutput::default(),
+                output: ItemOutput::default().into(),
             },
             Fail => Event::ItemFailed {
                 at,
@@ -318,7 +318,7 @@ fn renders_the_exact_text_of_a_small_case() {
             Event::ItemCompleted {
                 at: at(1),
                 item: item("design"),
-                output: ItemOutput::default(),
+                output: ItemOutput::default().into(),
             },
             Event::ItemStarted {
                 at: at(1),
@@ -356,7 +356,7 @@ fn renders_the_exact_text_of_a_small_case() {
             Event::ItemCompleted {
                 at: at(2),
                 item: item("t:t0"),
-                output: ItemOutput::default(),
+                output: ItemOutput::default().into(),
             },
             Event::ItemBlocked {
                 at: at(2),

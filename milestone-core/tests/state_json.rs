@@ -334,7 +334,7 @@ fn simple_event() -> impl Strategy<Value = Event> {
         (at(), pool_item(), output()).prop_map(|(at, item, output)| Event::ItemCompleted {
             at,
             item,
-            output
+            output: output.into()
         }),
         (at(), pool_item(), item_error()).prop_map(|(at, item, error)| Event::ItemFailed {
             at,
@@ -581,7 +581,8 @@ fn small_state() -> MilestoneState {
             output: ItemOutput {
                 summary: "ok".into(),
                 ..ItemOutput::default()
-            },
+            }
+            .into(),
         },
         Event::ItemStarted {
             at: Timestamp(6),

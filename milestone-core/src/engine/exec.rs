@@ -10,8 +10,8 @@ use super::{
 use crate::complexity::Complexity;
 use crate::event::Event;
 use crate::state::{
-    FailureKind, ItemError, ItemOutput, ItemRef, ItemStatus, MilestoneStatus, Mode, TaskSpec,
-    TransitionError,
+    CompactOutput, FailureKind, ItemError, ItemOutput, ItemRef, ItemStatus, MilestoneStatus, Mode,
+    TaskSpec, TransitionError,
 };
 use crate::units::{Progress, Timestamp};
 use crate::workflow::CachePolicy;
@@ -1083,6 +1083,9 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let item = item.unwrap_or_else(|| self.nodes[i].item.clone());
         self.task_data |= !output.data.is_null();
+        // Made outside the closure: a branch inside it leads the compiler to build the event
+        // aside and copy it into the step.
+        let output = CompactOutput::new(output);
         self.emit_with(i, out, || Event::ItemCompleted {
             at: Timestamp(now),
             item,
@@ -1124,7 +1127,7 @@ impl Engine {
             Event::ItemCompleted {
                 at: Timestamp(now),
                 item: item.clone(),
-                output,
+                output: CompactOutput::new(output),
             },
             out,
         )?;

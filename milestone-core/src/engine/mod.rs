@@ -409,6 +409,8 @@ impl Engine {
     ///
     /// # Errors
     /// As [`Engine::handle`].
+    // Inlined into `handle_into`, so that the input is not copied once more on the way.
+    #[inline]
     pub fn handle_append(
         &mut self,
         input: Input,
