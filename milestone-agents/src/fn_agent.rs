@@ -2,13 +2,14 @@
 
 use std::fmt;
 use std::future::Future;
+use std::task::Context;
 
 use async_trait::async_trait;
 
 use crate::context::AgentContext;
 use crate::output::{AgentError, AgentOutput};
 use crate::request::AgentRequest;
-use crate::runner::AgentRunner;
+use crate::runner::{AgentRunner, RunNow};
 
 /// A runner that calls a closure: `Fn(AgentRequest, AgentContext) -> impl Future<Output =
 /// Result<AgentOutput, AgentError>>`. Use [`FnAgent::sync`] for a plain function.
@@ -65,12 +66,15 @@ impl<F> FnAgent<F> {
     }
 }
 
-/// The closure type behind [`FnAgent::sync`].
-pub type SyncFn = Box<
-    dyn Fn(AgentRequest, AgentContext) -> std::future::Ready<Result<AgentOutput, AgentError>>
-        + Send
-        + Sync,
->;
+/// The function behind [`FnAgent::sync`]. Such a runner answers
+/// [`run_now`](AgentRunner::run_now) by calling it: no future is made for the run.
+pub struct SyncFn(Box<dyn Fn(AgentRequest) -> Result<AgentOutput, AgentError> + Send + Sync>);
+
+impl fmt::Debug for SyncFn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SyncFn")
+    }
+}
 
 impl FnAgent<()> {
     /// A runner named `name` that calls the synchronous function `g` (it should be quick: it
@@ -82,7 +86,7 @@ impl FnAgent<()> {
         FnAgent {
             name: name.into(),
             available: true,
-            f: Box::new(move |req, _ctx| std::future::ready(g(req))),
+            f: SyncFn(Box::new(g)),
         }
     }
 }
@@ -107,5 +111,33 @@ where
         ctx: AgentContext,
     ) -> Result<AgentOutput, AgentError> {
         (self.f)(request, ctx).await
+    }
+}
+
+#[async_trait]
+impl AgentRunner for FnAgent<SyncFn> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn available(&self) -> bool {
+        self.available
+    }
+
+    async fn run(
+        &self,
+        request: AgentRequest,
+        _ctx: AgentContext,
+    ) -> Result<AgentOutput, AgentError> {
+        (self.f.0)(request)
+    }
+
+    fn run_now<'a>(
+        &'a self,
+        request: AgentRequest,
+        _ctx: AgentContext,
+        _cx: &mut Context<'_>,
+    ) -> RunNow<'a> {
+        RunNow::Done((self.f.0)(request))
     }
 }

@@ -96,5 +96,5 @@ pub use orchestrator::{Orchestrator, OrchestratorBuilder, OrchestratorError, Pla
 pub use output::{AgentError, AgentOutput, result_input};
 pub use registry::{Registry, RegistryError, Resolved, RunnerSource};
 pub use request::{AgentRequest, PROTOCOL_VERSION, role_name};
-pub use runner::{AgentRunner, run_with_deadline};
+pub use runner::{AgentRunner, RunNow, run_with_deadline};
 pub use scripted::{Reply, Responder, ScriptHandle, ScriptedAgent};

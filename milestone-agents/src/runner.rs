@@ -1,6 +1,7 @@
 //! The [`AgentRunner`] trait: the one thing every agent implements.
 
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use async_trait::async_trait;
 
@@ -53,6 +54,43 @@ pub trait AgentRunner: std::fmt::Debug + Send + Sync {
         request: AgentRequest,
         ctx: AgentContext,
     ) -> Result<AgentOutput, AgentError>;
+
+    /// Starts the work and polls it once with `cx`: [`RunNow::Done`] when it finished at once,
+    /// else the run to await (it has already been polled once with `cx`).
+    ///
+    /// The default boxes [`run`](AgentRunner::run)'s future and polls it. A runner that answers
+    /// without waiting (a plain function) overrides it to answer without a future at all. The
+    /// orchestrator starts in-process runs through this method.
+    fn run_now<'a>(
+        &'a self,
+        request: AgentRequest,
+        ctx: AgentContext,
+        cx: &mut Context<'_>,
+    ) -> RunNow<'a> {
+        let mut run = self.run(request, ctx);
+        match run.as_mut().poll(cx) {
+            Poll::Ready(result) => RunNow::Done(result),
+            Poll::Pending => RunNow::Pending(run),
+        }
+    }
+}
+
+/// What [`AgentRunner::run_now`] gives back.
+#[must_use = "a pending run does nothing unless it is polled"]
+pub enum RunNow<'a> {
+    /// The run finished at once.
+    Done(Result<AgentOutput, AgentError>),
+    /// The run is under way: poll it (again) to completion.
+    Pending(BoxFuture<'a, Result<AgentOutput, AgentError>>),
+}
+
+impl std::fmt::Debug for RunNow<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunNow::Done(result) => f.debug_tuple("Done").field(result).finish(),
+            RunNow::Pending(_) => f.write_str("Pending"),
+        }
+    }
 }
 
 #[async_trait]
@@ -70,6 +108,14 @@ impl<T: AgentRunner + ?Sized> AgentRunner for Arc<T> {
     ) -> Result<AgentOutput, AgentError> {
         (**self).run(request, ctx).await
     }
+    fn run_now<'a>(
+        &'a self,
+        request: AgentRequest,
+        ctx: AgentContext,
+        cx: &mut Context<'_>,
+    ) -> RunNow<'a> {
+        (**self).run_now(request, ctx, cx)
+    }
 }
 
 #[async_trait]
@@ -86,6 +132,14 @@ impl<T: AgentRunner + ?Sized> AgentRunner for Box<T> {
         ctx: AgentContext,
     ) -> Result<AgentOutput, AgentError> {
         (**self).run(request, ctx).await
+    }
+    fn run_now<'a>(
+        &'a self,
+        request: AgentRequest,
+        ctx: AgentContext,
+        cx: &mut Context<'_>,
+    ) -> RunNow<'a> {
+        (**self).run_now(request, ctx, cx)
     }
 }
 

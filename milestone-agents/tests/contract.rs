@@ -4,6 +4,7 @@
 #![cfg(unix)]
 
 use std::sync::Arc;
+use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
 use futures::executor::{ThreadPool, block_on};
@@ -11,7 +12,7 @@ use futures::task::SpawnExt;
 use futures::{FutureExt, StreamExt};
 use milestone_agents::{
     AgentContext, AgentError, AgentOutput, AgentRequest, AgentRunner, Clock, CommandAgent, FnAgent,
-    ManualClock, Registry, Reply, ScriptedAgent, SystemClock, run_with_deadline,
+    ManualClock, Registry, Reply, RunNow, ScriptedAgent, SystemClock, run_with_deadline,
 };
 use milestone_core::engine::{Role, Work};
 use milestone_core::{ItemRef, MilestoneId, PhaseId, Timestamp};
@@ -104,6 +105,60 @@ fn arc_and_box_forward_name_availability_and_run() {
     let (ctx, _h) = AgentContext::new();
     let out = block_on(arced.run(request(Timestamp(u64::MAX)), ctx)).unwrap();
     assert_eq!(out.summary, "ran");
+    // run_now goes through both wrappers to the function itself.
+    let (ctx, _h) = AgentContext::new();
+    let mut cx = Context::from_waker(Waker::noop());
+    match arced.run_now(request(Timestamp(u64::MAX)), ctx, &mut cx) {
+        RunNow::Done(Ok(out)) => assert_eq!(out.summary, "ran"),
+        other => panic!("expected the function's answer at once, got {other:?}"),
+    }
+}
+
+/// `run_now`: a plain function answers at once; any other runner answers at once when its
+/// first poll finishes it, and otherwise hands back the run, which then finishes as `run`
+/// would (here on a hand-off and a cancellation through its context).
+#[test]
+fn run_now_answers_at_once_or_hands_back_the_polled_run() {
+    let mut cx = Context::from_waker(Waker::noop());
+    let sync = FnAgent::sync("sync", |req: AgentRequest| {
+        Ok(AgentOutput::new(req.work.to_string()))
+    });
+    let (ctx, _h) = AgentContext::new();
+    match sync.run_now(request(Timestamp(u64::MAX)), ctx, &mut cx) {
+        RunNow::Done(Ok(out)) => assert_eq!(out.summary, "phase execute"),
+        other => panic!("expected Done, got {other:?}"),
+    }
+    let failing = FnAgent::sync("no", |_| Err(AgentError::permanent("refused")));
+    let (ctx, _h) = AgentContext::new();
+    assert!(matches!(
+        failing.run_now(request(Timestamp(u64::MAX)), ctx, &mut cx),
+        RunNow::Done(Err(AgentError::Permanent { .. }))
+    ));
+
+    let ready = FnAgent::new("ready", |_req, _ctx| async { Ok(AgentOutput::new("now")) });
+    let (ctx, _h) = AgentContext::new();
+    assert!(matches!(
+        ready.run_now(request(Timestamp(u64::MAX)), ctx, &mut cx),
+        RunNow::Done(Ok(ref out)) if out.summary == "now"
+    ));
+
+    let clock = ManualClock::new(Timestamp(0));
+    for runner in hanging_runners(&clock) {
+        let (ctx, mut handle) = AgentContext::new();
+        let run = match runner.run_now(request(Timestamp(u64::MAX)), ctx, &mut cx) {
+            RunNow::Pending(run) => run,
+            RunNow::Done(r) => panic!("{} cannot be done at once: {r:?}", runner.name()),
+        };
+        let (result, ()) = block_on(futures::future::join(run, async {
+            assert!(handle.next().await.is_some(), "{} started", runner.name());
+            handle.cancel();
+        }));
+        assert!(
+            matches!(result, Err(AgentError::Cancelled { .. })),
+            "{}: {result:?}",
+            runner.name()
+        );
+    }
 }
 
 #[test]

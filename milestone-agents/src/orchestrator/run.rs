@@ -30,7 +30,7 @@ use crate::context::{AgentContext, CancelToken, Report as RunReport, RunRouter};
 use crate::output::{AgentError, AgentOutput, result_input};
 use crate::registry::{RegistryError, RunnerSource};
 use crate::request::AgentRequest;
-use crate::runner::{AgentRunner, finish_by_deadline, run_with_deadline, settle};
+use crate::runner::{AgentRunner, RunNow, finish_by_deadline, run_with_deadline, settle};
 
 /// Inputs handled (and events appended) together at most, so that a flood of completions
 /// still gets its starts out promptly.
@@ -524,13 +524,12 @@ impl<'a> Drive<'a> {
         } = launch;
         let deadline = request.deadline;
         let token = ctx.cancel_token().clone();
-        let mut run = runner.run(request, ctx);
-        match run.as_mut().poll(cx) {
-            Poll::Ready(result) => {
+        match runner.run_now(request, ctx, cx) {
+            RunNow::Done(result) => {
                 self.finish_run(key, settle(result, &token), Some(Via::Direct));
                 None
             }
-            Poll::Pending => {
+            RunNow::Pending(run) => {
                 // Pending in-process runs are rare: the label is made only for them.
                 let work = self
                     .runs
