@@ -29,8 +29,8 @@ use crate::error::{Problem, ProblemKind, Problems};
 use crate::id::{MilestoneId, PhaseId};
 use crate::plan::MilestonePlan;
 use crate::state::{
-    CheckpointMark, CompactOutput, Decision, Intervention, ItemError, ItemOutput, ItemRef,
-    ItemState, ItemStatus, MilestoneState, MilestoneStatus, Mode, PhaseCommit, TaskSpec, TaskState,
+    CheckpointMark, CompactOutput, Decision, Intervention, ItemError, ItemRef, ItemState,
+    ItemStatus, MilestoneState, MilestoneStatus, Mode, PhaseCommit, TaskSpec, TaskState,
     TransitionError, check_item_transition, check_milestone_transition, check_mode_transition,
 };
 use crate::units::{Progress, Timestamp};
@@ -991,15 +991,11 @@ fn mark_started(st: &mut ItemState, at: Timestamp, attempt: u32) {
 }
 
 /// What a completion changes in an item, once its checks passed and its progress was raised
-/// (both apply paths). Most outputs of plain tasks are empty: no clone of each empty field then.
+/// (both apply paths). Most outputs of plain tasks are empty: their copy allocates nothing.
 #[inline(always)]
-fn mark_completed(st: &mut ItemState, at: Timestamp, output: &ItemOutput) {
+fn mark_completed(st: &mut ItemState, at: Timestamp, output: &CompactOutput) {
     st.status = ItemStatus::Completed;
     st.completed_at = Some(at);
-    st.output = Some(if output.is_empty() {
-        ItemOutput::default()
-    } else {
-        output.clone()
-    });
+    st.output = Some(output.clone());
     st.partial = None;
 }

@@ -386,10 +386,10 @@ static EMPTY_OUTPUT: ItemOutput = ItemOutput {
     data: serde_json::Value::Null,
 };
 
-/// An [`ItemOutput`] as an [`Event::ItemCompleted`](crate::Event::ItemCompleted) carries it:
-/// one pointer wide, and without an allocation when the output is empty (as most outputs of
-/// plain tasks are). Every event is as large as its largest kind, so keeping this one small
-/// keeps the whole log small.
+/// An [`ItemOutput`] as an [`Event::ItemCompleted`](crate::Event::ItemCompleted) and an
+/// [`ItemState`] hold it: one pointer wide, and without an allocation when the output is empty
+/// (as most outputs of plain tasks are). Every event is as large as its largest kind, and a
+/// state holds an item per task: keeping outputs small keeps the log and the state small.
 ///
 /// It reads as an [`ItemOutput`] (through `Deref`) and has the same JSON.
 ///
@@ -523,9 +523,9 @@ pub struct ItemState {
         deserialize_with = "present_value"
     )]
     pub partial: Option<serde_json::Value>,
-    /// What it produced, once completed.
+    /// What it produced, once completed (compact: an empty output takes no allocation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub output: Option<ItemOutput>,
+    pub output: Option<CompactOutput>,
     /// The last failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<ItemError>,
@@ -718,7 +718,7 @@ struct ItemFields {
     attempts: Option<u32>,
     progress: Option<Progress>,
     partial: Option<Option<serde_json::Value>>,
-    output: Option<Option<ItemOutput>>,
+    output: Option<Option<CompactOutput>>,
     last_error: Option<Option<ItemError>>,
 }
 
@@ -1373,7 +1373,7 @@ mod tests {
     }
 
     /// Every event is as large as its largest kind: each is kept small (a log holds two per
-    /// task), the big payloads boxed or shared.
+    /// task), the big payloads boxed or shared. So is the state of an item.
     #[test]
     fn events_stay_small() {
         assert!(
@@ -1383,6 +1383,12 @@ mod tests {
         );
         assert_eq!(std::mem::size_of::<CompactOutput>(), 8);
         assert_eq!(std::mem::size_of::<Workflow>(), 8);
+        // A state holds one item per task: its output is compact too.
+        assert!(
+            std::mem::size_of::<ItemState>() <= 128,
+            "ItemState is {} bytes",
+            std::mem::size_of::<ItemState>()
+        );
     }
 
     #[test]

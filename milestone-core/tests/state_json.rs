@@ -167,7 +167,7 @@ fn item_state() -> impl Strategy<Value = ItemState> {
                     attempts,
                     progress,
                     partial,
-                    output,
+                    output: output.map(Into::into),
                     last_error,
                 }
             },
@@ -920,16 +920,19 @@ fn flat_items_with_every_field_round_trip() {
         attempts: 4,
         progress: Progress::from_basis_points(1_234),
         partial: Some(json!({"draft": ["x", 1, null]})),
-        output: Some(ItemOutput {
-            summary: "s".into(),
-            artifacts: vec![Artifact {
-                name: "n".into(),
-                kind: "document".into(),
-                body: ArtifactBody::Inline("text".into()),
-            }],
-            decisions: vec!["d".into()],
-            data: json!({"k": 1}),
-        }),
+        output: Some(
+            ItemOutput {
+                summary: "s".into(),
+                artifacts: vec![Artifact {
+                    name: "n".into(),
+                    kind: "document".into(),
+                    body: ArtifactBody::Inline("text".into()),
+                }],
+                decisions: vec!["d".into()],
+                data: json!({"k": 1}),
+            }
+            .into(),
+        ),
         last_error: Some(ItemError {
             kind: FailureKind::Transient,
             message: "m".into(),
