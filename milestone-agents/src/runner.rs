@@ -93,55 +93,38 @@ impl std::fmt::Debug for RunNow<'_> {
     }
 }
 
-#[async_trait]
-impl<T: AgentRunner + ?Sized> AgentRunner for Arc<T> {
-    fn name(&self) -> &str {
-        (**self).name()
-    }
-    async fn available(&self) -> bool {
-        (**self).available().await
-    }
-    async fn run(
-        &self,
-        request: AgentRequest,
-        ctx: AgentContext,
-    ) -> Result<AgentOutput, AgentError> {
-        (**self).run(request, ctx).await
-    }
-    fn run_now<'a>(
-        &'a self,
-        request: AgentRequest,
-        ctx: AgentContext,
-        cx: &mut Context<'_>,
-    ) -> RunNow<'a> {
-        (**self).run_now(request, ctx, cx)
-    }
+/// Smart pointers to a runner are runners: every method goes to the runner inside.
+macro_rules! forward_runner {
+    ($ty:ty) => {
+        #[async_trait]
+        impl<T: AgentRunner + ?Sized> AgentRunner for $ty {
+            fn name(&self) -> &str {
+                (**self).name()
+            }
+            async fn available(&self) -> bool {
+                (**self).available().await
+            }
+            async fn run(
+                &self,
+                request: AgentRequest,
+                ctx: AgentContext,
+            ) -> Result<AgentOutput, AgentError> {
+                (**self).run(request, ctx).await
+            }
+            fn run_now<'a>(
+                &'a self,
+                request: AgentRequest,
+                ctx: AgentContext,
+                cx: &mut Context<'_>,
+            ) -> RunNow<'a> {
+                (**self).run_now(request, ctx, cx)
+            }
+        }
+    };
 }
 
-#[async_trait]
-impl<T: AgentRunner + ?Sized> AgentRunner for Box<T> {
-    fn name(&self) -> &str {
-        (**self).name()
-    }
-    async fn available(&self) -> bool {
-        (**self).available().await
-    }
-    async fn run(
-        &self,
-        request: AgentRequest,
-        ctx: AgentContext,
-    ) -> Result<AgentOutput, AgentError> {
-        (**self).run(request, ctx).await
-    }
-    fn run_now<'a>(
-        &'a self,
-        request: AgentRequest,
-        ctx: AgentContext,
-        cx: &mut Context<'_>,
-    ) -> RunNow<'a> {
-        (**self).run_now(request, ctx, cx)
-    }
-}
+forward_runner!(Arc<T>);
+forward_runner!(Box<T>);
 
 /// Runs `runner` until it returns or the request's deadline passes on `clock`. On a timeout
 /// (seen here, or reported by the runner itself) the context is cancelled, the run future is dropped (releasing what the runner holds) and

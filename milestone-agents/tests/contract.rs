@@ -11,8 +11,9 @@ use futures::executor::{ThreadPool, block_on};
 use futures::task::SpawnExt;
 use futures::{FutureExt, StreamExt};
 use milestone_agents::{
-    AgentContext, AgentError, AgentOutput, AgentRequest, AgentRunner, Clock, CommandAgent, FnAgent,
-    ManualClock, Registry, Reply, RunNow, ScriptedAgent, SystemClock, run_with_deadline,
+    AgentContext, AgentError, AgentOutput, AgentRequest, AgentRunner, Clock, CommandAgent,
+    ContextHandle, FnAgent, ManualClock, Registry, Reply, RunNow, ScriptedAgent, SystemClock,
+    run_with_deadline,
 };
 use milestone_core::engine::{Role, Work};
 use milestone_core::{ItemRef, MilestoneId, PhaseId, Timestamp};
@@ -51,19 +52,9 @@ fn every_builtin_runner_returns_promptly_once_cancelled() {
     let clock = ManualClock::new(Timestamp(0));
     for runner in hanging_runners(&clock) {
         let start = Instant::now();
-        let (ctx, mut handle) = AgentContext::new();
-        let (result, ()) = block_on(futures::future::join(
-            runner.run(request(Timestamp(u64::MAX)), ctx),
-            async {
-                assert!(handle.next().await.is_some(), "{} started", runner.name());
-                handle.cancel();
-            },
-        ));
-        assert!(
-            matches!(result, Err(AgentError::Cancelled { .. })),
-            "{}: {result:?}",
-            runner.name()
-        );
+        let (ctx, handle) = AgentContext::new();
+        let run = runner.run(request(Timestamp(u64::MAX)), ctx);
+        cancel_once_started(&*runner, run, handle);
         assert!(
             start.elapsed() < Duration::from_secs(5),
             "{}",
@@ -144,21 +135,31 @@ fn run_now_answers_at_once_or_hands_back_the_polled_run() {
 
     let clock = ManualClock::new(Timestamp(0));
     for runner in hanging_runners(&clock) {
-        let (ctx, mut handle) = AgentContext::new();
+        let (ctx, handle) = AgentContext::new();
         let run = match runner.run_now(request(Timestamp(u64::MAX)), ctx, &mut cx) {
             RunNow::Pending(run) => run,
             RunNow::Done(r) => panic!("{} cannot be done at once: {r:?}", runner.name()),
         };
-        let (result, ()) = block_on(futures::future::join(run, async {
-            assert!(handle.next().await.is_some(), "{} started", runner.name());
-            handle.cancel();
-        }));
-        assert!(
-            matches!(result, Err(AgentError::Cancelled { .. })),
-            "{}: {result:?}",
-            runner.name()
-        );
+        cancel_once_started(&*runner, run, handle);
     }
+}
+
+/// Awaits `run` while cancelling it through `handle` once it has announced itself; the run
+/// must end with `Cancelled`.
+fn cancel_once_started(
+    runner: &dyn AgentRunner,
+    run: impl std::future::Future<Output = Result<AgentOutput, AgentError>>,
+    mut handle: ContextHandle,
+) {
+    let (result, ()) = block_on(futures::future::join(run, async {
+        assert!(handle.next().await.is_some(), "{} started", runner.name());
+        handle.cancel();
+    }));
+    assert!(
+        matches!(result, Err(AgentError::Cancelled { .. })),
+        "{}: {result:?}",
+        runner.name()
+    );
 }
 
 #[test]
