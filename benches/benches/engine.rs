@@ -40,7 +40,7 @@ fn drive(engine: &mut Engine) -> usize {
                 Input::Finished {
                     work,
                     attempt,
-                    output: ItemOutput::default(),
+                    output: ItemOutput::default().into(),
                 },
                 now,
                 &mut step,

@@ -133,7 +133,8 @@ fn half_done_log(n: u32) -> Vec<Event> {
                     output: ItemOutput {
                         artifacts,
                         ..ItemOutput::default()
-                    },
+                    }
+                    .into(),
                 },
                 Timestamp(now),
                 &mut step,

@@ -235,7 +235,7 @@ pub fn result_input(
                 Input::Finished {
                     work,
                     attempt,
-                    output,
+                    output: output.into(),
                 },
                 quality,
             )
@@ -314,6 +314,7 @@ mod tests {
                     summary: "s".into(),
                     ..ItemOutput::default()
                 }
+                .into()
             }
         );
         assert_eq!(quality.get("q"), Some(&2.0));

@@ -130,7 +130,7 @@ fn run(
                 Input::Finished {
                     work,
                     attempt,
-                    output,
+                    output: output.into(),
                 }
             }
         } else if let Some(t) = wake.take() {

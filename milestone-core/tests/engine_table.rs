@@ -229,12 +229,12 @@ fn trace_from(mut c: Case, mut log: Vec<Event>) -> (String, Vec<Event>) {
                         Act::Ok => queue.push(Input::Finished {
                             work,
                             attempt,
-                            output: output(false),
+                            output: output(false).into(),
                         }),
                         Act::Bare => queue.push(Input::Finished {
                             work,
                             attempt,
-                            output: output(true),
+                            output: output(true).into(),
                         }),
                         Act::Data(data) => queue.push(Input::Finished {
                             work,
@@ -242,7 +242,8 @@ fn trace_from(mut c: Case, mut log: Vec<Event>) -> (String, Vec<Event>) {
                             output: ItemOutput {
                                 data,
                                 ..output(false)
-                            },
+                            }
+                            .into(),
                         }),
                         Act::Fail(kind) => queue.push(Input::Failed {
                             work,
@@ -277,7 +278,7 @@ fn trace_from(mut c: Case, mut log: Vec<Event>) -> (String, Vec<Event>) {
                             later.push(Input::Finished {
                                 work,
                                 attempt,
-                                output: output(false),
+                                output: output(false).into(),
                             });
                         }
                         Act::Handoff => {
@@ -289,7 +290,7 @@ fn trace_from(mut c: Case, mut log: Vec<Event>) -> (String, Vec<Event>) {
                             later.push(Input::Finished {
                                 work,
                                 attempt,
-                                output: output(false),
+                                output: output(false).into(),
                             });
                         }
                     }
@@ -774,7 +775,8 @@ fn planning_runs_four_analyses_then_the_aggregation() {
                     output: ItemOutput {
                         data: serde_json::json!({"n": k}),
                         ..ItemOutput::default()
-                    },
+                    }
+                    .into(),
                 },
                 Timestamp(2),
             )
@@ -802,7 +804,8 @@ fn planning_runs_four_analyses_then_the_aggregation() {
             output: ItemOutput {
                 data: serde_json::json!({"nonsense": 1}),
                 ..ItemOutput::default()
-            },
+            }
+            .into(),
         },
         Timestamp(3),
     );
@@ -823,7 +826,7 @@ fn planning_runs_four_analyses_then_the_aggregation() {
             Input::Finished {
                 work: Work::Planning(a),
                 attempt: 1,
-                output: ItemOutput::default(),
+                output: ItemOutput::default().into(),
             },
             Timestamp(2),
         )
@@ -837,7 +840,8 @@ fn planning_runs_four_analyses_then_the_aggregation() {
                 output: ItemOutput {
                     data: serde_json::json!({"tasks": []}),
                     ..ItemOutput::default()
-                },
+                }
+                .into(),
             },
             Timestamp(3),
         )
@@ -912,7 +916,7 @@ fn refused_inputs_change_nothing() {
             Input::Finished {
                 work: design.clone(),
                 attempt: 1,
-                output: ItemOutput::default()
+                output: ItemOutput::default().into()
             },
             Timestamp(1)
         ),
@@ -923,7 +927,7 @@ fn refused_inputs_change_nothing() {
             Input::Finished {
                 work: Work::Planning(AnalysisKind::Risk),
                 attempt: 1,
-                output: ItemOutput::default()
+                output: ItemOutput::default().into()
             },
             Timestamp(1)
         ),
@@ -1110,7 +1114,8 @@ fn completion_commits_checkpoints_tags_and_merges() {
                             body: ArtifactBody::Inline(String::new()),
                         }],
                         ..ItemOutput::default()
-                    },
+                    }
+                    .into(),
                 },
                 Timestamp(5),
             )
@@ -1451,7 +1456,7 @@ fn a_task_phase_that_started_with_an_agent_restarts_its_agent_on_resume() {
         Input::Finished {
             work: a.work.clone(),
             attempt: 1,
-            output,
+            output: output.into(),
         },
         3,
     );
@@ -1475,7 +1480,7 @@ fn a_task_phase_that_started_with_an_agent_restarts_its_agent_on_resume() {
         Input::Finished {
             work: t.work.clone(),
             attempt: 2,
-            output: ItemOutput::default(),
+            output: ItemOutput::default().into(),
         },
         11,
     );
@@ -1485,7 +1490,7 @@ fn a_task_phase_that_started_with_an_agent_restarts_its_agent_on_resume() {
         Input::Finished {
             work: b.work.clone(),
             attempt: 2,
-            output: ItemOutput::default(),
+            output: ItemOutput::default().into(),
         },
         12,
     );
@@ -1556,7 +1561,8 @@ fn start_of_c(a_data: serde_json::Value) -> [milestone_core::engine::StartComman
                     output: ItemOutput {
                         data,
                         ..ItemOutput::default()
-                    },
+                    }
+                    .into(),
                 },
                 Timestamp(2),
             )

@@ -764,7 +764,7 @@ impl<'a> Drive<'a> {
             self.inputs.push_back(Input::Finished {
                 work: start.work,
                 attempt: start.attempt,
-                output,
+                output: output.into(),
             });
             return;
         }
@@ -823,12 +823,12 @@ impl<'a> Drive<'a> {
         {
             if let (Some(key), Some(_)) = (run.cache, &self.inner.cache) {
                 self.pending_cache
-                    .insert(item.clone(), (key, output.clone()));
+                    .insert(item.clone(), (key, ItemOutput::clone(output)));
             }
             if let ItemRef::Phase(p) = item
                 && self.inner.config.host_gates.contains(p)
             {
-                self.gated.insert(item.clone(), output.clone());
+                self.gated.insert(item.clone(), ItemOutput::clone(output));
             }
         }
         self.inputs.push_back(input);

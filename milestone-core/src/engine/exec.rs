@@ -590,11 +590,12 @@ impl Engine {
                     let tasks_ok = i != self.receiver || self.tasks_open == 0;
                     if tasks_ok && self.preds_done(i) {
                         let output = match self.nodes[i].held.take() {
-                            Some(o) => *o,
+                            Some(o) => CompactOutput::new(*o),
                             None => ItemOutput {
                                 summary: format!("{} tasks done", self.nodes.len() - self.np),
                                 ..ItemOutput::default()
-                            },
+                            }
+                            .into(),
                         };
                         self.complete_phase(i, output, now, out)?;
                         if self.over {
@@ -896,7 +897,7 @@ impl Engine {
         &mut self,
         work: Work,
         attempt: u32,
-        output: ItemOutput,
+        output: CompactOutput,
         now: u64,
         out: &mut Step,
     ) -> Result<(), EngineError> {
@@ -937,7 +938,7 @@ impl Engine {
             }
             if self.config.host_gates.contains(&spec.id) {
                 self.nodes[i].st = NodeState::Gate { attempt };
-                self.nodes[i].held = Some(Box::new(output));
+                self.nodes[i].held = Some(Box::new(output.into_inner()));
                 out.commands.push(Command::AwaitGate {
                     item: self.nodes[i].item.clone(),
                     attempt,
@@ -963,7 +964,11 @@ impl Engine {
             return Err(EngineError::NotRunning { work, attempt });
         }
         if passed {
-            let output = self.nodes[i].held.take().map(|o| *o).unwrap_or_default();
+            let output = self.nodes[i]
+                .held
+                .take()
+                .map(|o| CompactOutput::new(*o))
+                .unwrap_or_default();
             self.accept(i, None, output, now, out)
         } else {
             self.nodes[i].held = None;
@@ -982,7 +987,7 @@ impl Engine {
         &mut self,
         i: usize,
         item: Option<ItemRef>,
-        output: ItemOutput,
+        output: CompactOutput,
         now: u64,
         out: &mut Step,
     ) -> Result<(), EngineError> {
@@ -997,7 +1002,7 @@ impl Engine {
             return self.fail(i, error, false, now, out);
         }
         if i < self.np {
-            self.nodes[i].held = Some(Box::new(output));
+            self.nodes[i].held = Some(Box::new(output.into_inner()));
             self.nodes[i].st = NodeState::Held;
             self.phase_dirty = true;
             Ok(())
@@ -1077,15 +1082,12 @@ impl Engine {
         &mut self,
         i: usize,
         item: Option<ItemRef>,
-        output: ItemOutput,
+        output: CompactOutput,
         now: u64,
         out: &mut Step,
     ) -> Result<(), EngineError> {
         let item = item.unwrap_or_else(|| self.nodes[i].item.clone());
         self.task_data |= !output.data.is_null();
-        // Made outside the closure: a branch inside it leads the compiler to build the event
-        // aside and copy it into the step.
-        let output = CompactOutput::new(output);
         self.emit_with(i, out, || Event::ItemCompleted {
             at: Timestamp(now),
             item,
@@ -1117,7 +1119,7 @@ impl Engine {
     fn complete_phase(
         &mut self,
         i: usize,
-        output: ItemOutput,
+        output: CompactOutput,
         now: u64,
         out: &mut Step,
     ) -> Result<(), EngineError> {
@@ -1127,7 +1129,7 @@ impl Engine {
             Event::ItemCompleted {
                 at: Timestamp(now),
                 item: item.clone(),
-                output: CompactOutput::new(output),
+                output,
             },
             out,
         )?;

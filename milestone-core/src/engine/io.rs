@@ -6,7 +6,7 @@ use std::fmt;
 use crate::error::Problems;
 use crate::id::PhaseId;
 use crate::state::{
-    Decision, ItemError, ItemOutput, ItemRef, MilestoneStatus, Mode, TransitionError,
+    CompactOutput, Decision, ItemError, ItemRef, MilestoneStatus, Mode, TransitionError,
 };
 use crate::units::{Progress, Timestamp};
 use crate::workflow::Limits;
@@ -177,8 +177,8 @@ pub enum Input {
         work: Work,
         /// Its attempt.
         attempt: u32,
-        /// What it produced.
-        output: ItemOutput,
+        /// What it produced (`ItemOutput::into()` makes one).
+        output: CompactOutput,
     },
     /// The work failed (transient, permanent, timeout, unavailable, …).
     Failed {

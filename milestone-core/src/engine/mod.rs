@@ -86,7 +86,7 @@
 //!         body: ArtifactBody::Inline(String::new()) }).collect();
 //!     now += 10;
 //!     step = engine.handle(Input::Finished { work, attempt,
-//!         output: ItemOutput { artifacts, ..ItemOutput::default() } }, Timestamp(now))?;
+//!         output: ItemOutput { artifacts, ..ItemOutput::default() }.into() }, Timestamp(now))?;
 //! }
 //! assert_eq!(engine.state().status(), MilestoneStatus::Completed);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -678,7 +678,7 @@ mod tests {
         let finish = |work: Work, attempt| Input::Finished {
             work,
             attempt,
-            output: ItemOutput::default(),
+            output: ItemOutput::default().into(),
         };
         // Echoed (same allocation).
         let (w0, a0) = starts[0].clone();
@@ -744,7 +744,7 @@ mod tests {
                     Input::Finished {
                         work,
                         attempt,
-                        output: ItemOutput::default(),
+                        output: ItemOutput::default().into(),
                     },
                     Timestamp(2),
                 )
@@ -787,7 +787,7 @@ mod tests {
                     Input::Finished {
                         work,
                         attempt,
-                        output: ItemOutput::default(),
+                        output: ItemOutput::default().into(),
                     },
                     Timestamp(2),
                 )
@@ -845,7 +845,7 @@ mod tests {
         let finish = |(work, attempt): (Work, u32)| Input::Finished {
             work,
             attempt,
-            output: ItemOutput::default(),
+            output: ItemOutput::default().into(),
         };
         let mut expected = s.clone();
         for (k, w) in started(&s).into_iter().take(2).enumerate() {

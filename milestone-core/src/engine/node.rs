@@ -190,6 +190,16 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// A node is read on every start and completion: it stays within two cache lines.
+    #[test]
+    fn a_node_fits_two_cache_lines() {
+        assert!(
+            std::mem::size_of::<Node>() <= 128,
+            "Node is {} bytes",
+            std::mem::size_of::<Node>()
+        );
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(128))]
 

@@ -10,7 +10,7 @@ use super::{
 };
 use crate::event::Event;
 use crate::plan::MilestonePlan;
-use crate::state::{FailureKind, ItemError, ItemOutput, MilestoneStatus, Mode};
+use crate::state::{CompactOutput, FailureKind, ItemError, MilestoneStatus, Mode};
 use crate::units::Timestamp;
 use crate::workflow::Limits;
 
@@ -169,7 +169,7 @@ impl Engine {
         &mut self,
         a: AnalysisKind,
         attempt: u32,
-        output: ItemOutput,
+        output: CompactOutput,
         now: u64,
         out: &mut Step,
     ) -> Result<(), EngineError> {
@@ -177,7 +177,7 @@ impl Engine {
         if a != AnalysisKind::Aggregation {
             let slot = &mut self.planning.slots[a.index()];
             slot.st = SlotState::Done;
-            slot.data = Some(output.data);
+            slot.data = Some(output.into_inner().data);
             let all = AnalysisKind::PARALLEL
                 .iter()
                 .all(|x| self.planning.slots[x.index()].st == SlotState::Done);
@@ -186,7 +186,7 @@ impl Engine {
             }
             return Ok(());
         }
-        match serde_json::from_value::<MilestonePlan>(output.data) {
+        match serde_json::from_value::<MilestonePlan>(output.into_inner().data) {
             Ok(plan) => {
                 self.planning.slots[a.index()].st = SlotState::Done;
                 self.emit(

@@ -357,7 +357,7 @@ impl Sim {
                 self.feed(Input::Finished {
                     work,
                     attempt,
-                    output,
+                    output: output.into(),
                 })
             }
             Act::Fail(kind) => {
