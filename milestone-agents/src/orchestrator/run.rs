@@ -168,7 +168,10 @@ pub(crate) struct Drive<'a> {
     outcome: Option<Outcome>,
     inputs: VecDeque<Input>,
     sleep: Option<BoxFuture<'static, ()>>,
-    launches: Vec<Launch>,
+    /// Start commands to launch, kept in the engine's boxes: a pointer is moved, not the
+    /// command.
+    #[allow(clippy::vec_box)]
+    launches: Vec<Box<StartCommand>>,
     router: Arc<RunRouter>,
     reports: mpsc::UnboundedReceiver<(u64, RunReport)>,
     first: bool,
@@ -492,19 +495,35 @@ impl<'a> Drive<'a> {
 
     /// Starts a launch: an in-process runner is called and polled at once, and when it is
     /// done its result is handled here; otherwise the run is returned for the loop to poll.
+    // The box from the queue is opened here, its fields moved straight into the request.
+    #[allow(clippy::boxed_local)]
     fn launch_now(
         &mut self,
-        launch: Launch,
+        start: Box<StartCommand>,
         cx: &mut Context<'_>,
     ) -> Option<futures::future::BoxFuture<'a, RunDone>> {
         let inner = self.inner;
-        let direct = prefers_direct(
-            self.mode,
-            &launch.request.role,
-            launch.degraded,
-            Some(&self.task_phase),
+        let key = self.runs.insert(RunMeta {
+            seq: 0,
+            work: start.work.clone(),
+            attempt: start.attempt,
+            token: None,
+            started_at: self.last_now,
+            cache: start.reusable.then_some(start.cache_key),
+        });
+        let ctx = AgentContext::for_run(Arc::clone(&self.router), key);
+        if let Some(run) = self.runs.get_mut(key) {
+            run.token = Some(ctx.cancel_token().clone());
+        }
+        let degraded = start.degraded;
+        let request = AgentRequest::for_start(
+            *start,
+            self.id.clone(),
+            Arc::clone(&self.title),
+            Arc::clone(&self.context),
         );
-        let runner: Option<&'a dyn AgentRunner> = match (direct, &launch.request.role) {
+        let direct = prefers_direct(self.mode, &request.role, degraded, Some(&self.task_phase));
+        let runner: Option<&'a dyn AgentRunner> = match (direct, &request.role) {
             (false, _) => None,
             (true, Role::Task) => *self
                 .task_runner
@@ -516,12 +535,14 @@ impl<'a> Drive<'a> {
                 inner,
                 self.mode,
                 self.task_phase.clone(),
-                launch,
+                Launch {
+                    key,
+                    degraded,
+                    request,
+                    ctx,
+                },
             )));
         };
-        let Launch {
-            key, request, ctx, ..
-        } = launch;
         let deadline = request.deadline;
         let token = ctx.cancel_token().clone();
         match runner.run_now(request, ctx, cx) {
@@ -713,9 +734,12 @@ impl<'a> Drive<'a> {
 
     async fn carry_out(&mut self, command: Command) -> Result<(), OrchestratorError> {
         match command {
-            Command::Start(start) => self.launch(*start),
+            Command::Start(start) => self.launch(start),
             Command::Cancel { work, attempt } => {
-                // Rare: a scan of the runs in flight.
+                // Rare: a scan of the runs not launched yet (a start and its cancellation in
+                // one batch: it never starts), then of the runs in flight.
+                self.launches
+                    .retain(|s| !(s.attempt == attempt && s.work == work));
                 if let Some(run) = self
                     .runs
                     .iter()
@@ -755,7 +779,9 @@ impl<'a> Drive<'a> {
         Ok(())
     }
 
-    fn launch(&mut self, start: StartCommand) {
+    /// A start command: answered from the cache when it may be, else queued for
+    /// [`launch_now`](Drive::launch_now) (still boxed: the request is built once, there).
+    fn launch(&mut self, start: Box<StartCommand>) {
         if start.reusable
             && let Some(cache) = &self.inner.cache
             && let Some(output) = cache.get(start.cache_key)
@@ -768,31 +794,7 @@ impl<'a> Drive<'a> {
             });
             return;
         }
-        let key = self.runs.insert(RunMeta {
-            seq: 0,
-            work: start.work.clone(),
-            attempt: start.attempt,
-            token: None,
-            started_at: self.last_now,
-            cache: start.reusable.then_some(start.cache_key),
-        });
-        let ctx = AgentContext::for_run(Arc::clone(&self.router), key);
-        if let Some(run) = self.runs.get_mut(key) {
-            run.token = Some(ctx.cancel_token().clone());
-        }
-        let degraded = start.degraded;
-        let request = AgentRequest::for_start(
-            start,
-            self.id.clone(),
-            Arc::clone(&self.title),
-            Arc::clone(&self.context),
-        );
-        self.launches.push(Launch {
-            key,
-            degraded,
-            request,
-            ctx,
-        });
+        self.launches.push(start);
     }
 
     /// Run `key` ended with `result`: its input joins the batch.
