@@ -12,8 +12,10 @@ use futures::FutureExt;
 use futures::executor::block_on;
 use milestone_agents::orchestrator::{ModePolicy, Orchestrator, OrchestratorError, PlanSpec};
 use milestone_agents::{AgentContext, AgentError, AgentOutput, AgentRequest, FnAgent, Registry};
-use milestone_core::engine::{Outcome, Role, Strategy};
-use milestone_core::{Event, ExecutionMode, MilestoneId, MilestoneStatus, PhaseId};
+use milestone_core::engine::{AdaptiveInputs, EngineConfig, Outcome, Role, Strategy};
+use milestone_core::{
+    Complexity, Event, ExecutionMode, MilestoneId, MilestoneStatus, PhaseId, Workflow,
+};
 use milestone_git::conventions::tag_name;
 use milestone_git::{GitBackend, InMemoryGit, Revision};
 use milestone_state::{InMemory, StateStore};
@@ -263,6 +265,59 @@ fn under_parallel_independent_only_declared_dependencies_count() {
     assert!(
         matches!(&err, OrchestratorError::PhaseNotReady { waiting_on, .. }
             if waiting_on == &[ph("task")]),
+        "{err}"
+    );
+}
+
+/// Under the adaptive strategy the choice is made when execution starts. A phase call before
+/// that is checked against the strategy the start would choose: here sequential (low
+/// complexity). In this workflow spec declares no dependency, so only the sequential order
+/// makes it wait on design; the refusal comes before anything is stored (no strategy
+/// recorded). Once design has run, the recorded choice holds.
+#[test]
+fn under_adaptive_a_call_is_checked_against_the_choice_before_anything_is_stored() {
+    let log = RunLog::default();
+    let store = Arc::new(InMemory::new());
+    let o = Orchestrator::builder()
+        .registry(registry(&log))
+        .store(store.clone())
+        .engine_config(EngineConfig {
+            strategy: Strategy::Adaptive,
+            adaptive: AdaptiveInputs {
+                complexity: Some(Complexity::Low),
+                ..AdaptiveInputs::default()
+            },
+            ..EngineConfig::default()
+        })
+        .build()
+        .unwrap();
+    let m = id("adaptive");
+    let mut phases = Workflow::kiro().phases().to_vec();
+    phases[1].dependencies.clear();
+    let workflow = Workflow::new(phases, 3).unwrap();
+    block_on(async {
+        o.plan(PlanSpec::new(m.clone(), "Add login").workflow(workflow))
+            .await?;
+        o.transition(&m).await.map(|_| ())
+    })
+    .unwrap();
+    let v = version(&store, &m);
+    let err = block_on(o.execute_phase(&m, &ph("spec"), None)).unwrap_err();
+    assert!(
+        matches!(&err, OrchestratorError::PhaseNotReady { waiting_on, .. }
+            if waiting_on == &[ph("design")]),
+        "{err}"
+    );
+    assert_eq!(version(&store, &m), v, "a refused call stores nothing");
+    assert_eq!(block_on(store.load(&m)).unwrap().state.strategy(), None);
+    assert!(log.lock().unwrap().is_empty());
+    block_on(o.execute_phase(&m, &ph("design"), None)).unwrap();
+    let state = block_on(store.load(&m)).unwrap().state;
+    assert_eq!(state.strategy(), Some(Strategy::Sequential.name()));
+    let err = block_on(o.execute_phase(&m, &ph("task"), None)).unwrap_err();
+    assert!(
+        matches!(&err, OrchestratorError::PhaseNotReady { waiting_on, .. }
+            if waiting_on == &[ph("spec")]),
         "{err}"
     );
 }

@@ -639,6 +639,47 @@ fn strategies() {
     );
 }
 
+/// `strategy_at` answers what starting execution would choose, records nothing, and once
+/// execution has started answers the recorded choice (also after a resume), whatever the time.
+#[test]
+fn strategy_at_previews_the_adaptive_choice() {
+    for (inputs, expected) in [
+        (
+            (Some(Complexity::High), 4, None),
+            Strategy::ParallelIndependent,
+        ),
+        ((Some(Complexity::High), 0, None), Strategy::Sequential),
+        ((Some(Complexity::Medium), 1, None), Strategy::pipeline()),
+        ((Some(Complexity::Low), 1, None), Strategy::Sequential),
+        // The effort (none planned: 0 ms) fits before any deadline.
+        (
+            (Some(Complexity::Low), 1, Some(Timestamp(10))),
+            Strategy::Sequential,
+        ),
+    ] {
+        let (complexity, agents_available, deadline) = inputs;
+        let c = one().adaptive(AdaptiveInputs {
+            complexity,
+            agents_available,
+            deadline,
+        });
+        let log = start_log(&c);
+        let mut e = Engine::resume(&log, c.config.clone()).unwrap();
+        assert_eq!(e.strategy_at(Timestamp(1)), expected, "{inputs:?}");
+        assert_eq!(e.strategy(), None, "a preview records nothing");
+        assert_eq!(e.state().strategy(), None);
+        let step = e
+            .handle(Input::Start(StartMode::Execution), Timestamp(1))
+            .unwrap();
+        assert_eq!(e.strategy(), Some(expected));
+        assert_eq!(e.strategy_at(Timestamp(u64::MAX)), expected);
+        let mut log = log;
+        log.extend(step.events);
+        let resumed = Engine::resume(&log, c.config).unwrap();
+        assert_eq!(resumed.strategy_at(Timestamp(u64::MAX)), expected);
+    }
+}
+
 fn tasks(list: &[(&str, &[&str], &str)]) -> Act {
     Data(
         serde_json::json!({ "tasks": list.iter().map(|(id, deps, pr)| serde_json::json!({

@@ -125,8 +125,10 @@ impl Orchestrator {
         mode: Option<ExecutionMode>,
     ) -> Result<Report, OrchestratorError> {
         let mut session = self.open_with(id, Call::one(phase, mode)).await?;
-        let configured = self.inner.config.strategy;
-        let waiting_on = blockers(session.state(), phase, configured).map_err(|()| {
+        // The strategy the run will go by, an adaptive choice included: under sequential every
+        // earlier phase counts, so the refusal comes before anything is stored.
+        let strategy = session.strategy_now();
+        let waiting_on = blockers(session.state(), phase, strategy).map_err(|()| {
             OrchestratorError::UnknownPhase {
                 id: id.clone(),
                 phase: phase.clone(),
@@ -142,12 +144,14 @@ impl Orchestrator {
         let report = session
             .run(vec![Input::Start(StartMode::Execution)])
             .await?;
-        // Only an adaptive strategy chosen in this very call can make the phase wait on
-        // phases the check above did not count (it chose sequential): refuse the same way.
+        // Should the clock have crossed a deadline between the check and the start (an
+        // adaptive choice that then differs), the run leaves the phase waiting: refuse the
+        // same way.
         if let Some(Outcome::PhasesDone { waiting }) = &report.outcome
             && waiting.contains(phase)
         {
-            let waiting_on = blockers(session.state(), phase, configured).unwrap_or_default();
+            let strategy = session.strategy_now();
+            let waiting_on = blockers(session.state(), phase, strategy).unwrap_or_default();
             return Err(OrchestratorError::PhaseNotReady {
                 id: id.clone(),
                 phase: phase.clone(),
@@ -184,12 +188,12 @@ impl Orchestrator {
 }
 
 /// The phases `phase` waits on, in workflow order: its dependencies that are not done, and
-/// under the sequential strategy every earlier phase not done. `Err` when the workflow has no
+/// under the sequential `strategy` every earlier phase not done. `Err` when the workflow has no
 /// such phase. A milestone not in execution mode has none (the engine refuses it by mode).
 fn blockers(
     state: &MilestoneState,
     phase: &PhaseId,
-    configured: Strategy,
+    strategy: Strategy,
 ) -> Result<Vec<PhaseId>, ()> {
     let wf = state.workflow();
     let pos = wf.position(phase.as_str()).ok_or(())?;
@@ -197,10 +201,7 @@ fn blockers(
     if state.mode() != Mode::Execution || phases[pos].item.status.is_done() {
         return Ok(Vec::new());
     }
-    let sequential = match state.strategy() {
-        Some(name) => name == Strategy::Sequential.name(),
-        None => configured == Strategy::Sequential,
-    };
+    let sequential = strategy == Strategy::Sequential;
     let deps = &wf.phases()[pos].dependencies;
     Ok(phases
         .iter()

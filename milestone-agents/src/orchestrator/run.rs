@@ -14,7 +14,7 @@ use futures::{FutureExt, StreamExt};
 use milestone_core::complexity::{ComplexityInput, assess, decide};
 use milestone_core::engine::{
     Command, Engine, EngineError, IdempotencyKey, Input, Outcome, Role, StartCommand, Step,
-    Upstream, Work,
+    Strategy, Upstream, Work,
 };
 use milestone_core::{
     Complexity, Event, ExecutionMode, FailureKind, ItemOutput, ItemRef, MilestoneId, MilestonePlan,
@@ -369,6 +369,11 @@ impl<'a> Drive<'a> {
     /// The state of the milestone as the engine holds it.
     pub(crate) fn state(&self) -> &milestone_core::MilestoneState {
         self.engine.state()
+    }
+
+    /// The strategy a run starting now goes by (see [`Engine::strategy_at`]).
+    pub(crate) fn strategy_now(&self) -> Strategy {
+        self.engine.strategy_at(self.inner.clock.now())
     }
 
     /// The version of the log the engine has folded.

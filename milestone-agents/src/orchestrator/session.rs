@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use milestone_core::engine::{Input, StartMode};
+use milestone_core::engine::{Input, StartMode, Strategy};
 use milestone_core::{Event, MilestoneId, MilestoneState};
 
 use super::phase::Call;
@@ -114,6 +114,11 @@ impl Session<'_> {
     /// The version of the log the state is the fold of.
     pub fn version(&self) -> u64 {
         self.drive.version()
+    }
+
+    /// The strategy a run starting now goes by.
+    pub(crate) fn strategy_now(&self) -> Strategy {
+        self.drive.strategy_now()
     }
 
     /// Runs the milestone as [`Orchestrator::execute`] does. Afterwards

@@ -358,7 +358,7 @@ impl Engine {
         Ok(())
     }
 
-    fn choose_strategy(&self, now: u64) -> (Strategy, String) {
+    pub(super) fn choose_strategy(&self, now: u64) -> (Strategy, String) {
         let configured = self.config.strategy;
         if configured != Strategy::Adaptive {
             return (configured, "configured".to_string());

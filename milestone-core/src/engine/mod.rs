@@ -370,6 +370,14 @@ impl Engine {
         self.strategy
     }
 
+    /// The strategy execution runs under: [`strategy`](Engine::strategy) once chosen, else
+    /// the one starting execution at `now` would choose (the configured strategy, or the
+    /// adaptive choice from complexity, agents available and deadline). Nothing is recorded.
+    pub fn strategy_at(&self, now: Timestamp) -> Strategy {
+        self.strategy
+            .unwrap_or_else(|| self.choose_strategy(now.as_millis()).0)
+    }
+
     /// How many agents the engine considers running.
     pub fn running(&self) -> usize {
         self.running.len() + self.planning.running()
