@@ -38,6 +38,8 @@ use crate::request::AgentRequest;
 ///   unavailable → the role's direct runner; timed out → as the engine's timeout policy says.
 /// - **`available()` is cheap** (no work is done) and is asked before each run; `false` makes
 ///   the registry fall back to the role's direct runner.
+/// - **`run_now` is `run`.** An override of [`run_now`](AgentRunner::run_now) gives the result
+///   `run` would give for the same request; a caller may use either.
 #[async_trait]
 pub trait AgentRunner: std::fmt::Debug + Send + Sync {
     /// A short name for logs and metrics.
