@@ -32,6 +32,8 @@ enum Act {
     Report,
     /// Finishes with this output data.
     Data(serde_json::Value),
+    /// Reports 25 % progress, then (later) finishes with this output data.
+    LateData(serde_json::Value),
 }
 
 struct Case {
@@ -279,6 +281,22 @@ fn trace_from(mut c: Case, mut log: Vec<Event>) -> (String, Vec<Event>) {
                                 work,
                                 attempt,
                                 output: output(false).into(),
+                            });
+                        }
+                        Act::LateData(data) => {
+                            queue.push(Input::Progress {
+                                work: work.clone(),
+                                attempt,
+                                progress: Progress::from_basis_points(2_500),
+                            });
+                            later.push(Input::Finished {
+                                work,
+                                attempt,
+                                output: ItemOutput {
+                                    data,
+                                    ..output(false)
+                                }
+                                .into(),
                             });
                         }
                         Act::Handoff => {
@@ -747,6 +765,22 @@ fn tasks_join_the_task_phase() {
         &format!(
             "{SEQ} +a1 tasks:t ok:a +b1 +t1 x:t:permanent ask:t answer:skip skip:t ok:b status:completed =completed"
         ),
+    );
+    // Under a parallel strategy, a producer that is not a predecessor of the task phase may
+    // finish after it: its tasks are refused (the task phase is completed) and the producer
+    // fails permanently. Make the producer a dependency of the task phase to have its tasks
+    // awaited.
+    check(
+        two(&[])
+            .strategy(Strategy::ParallelIndependent)
+            .acts(
+                "a",
+                &[Act::LateData(serde_json::json!({"tasks": [
+                    {"id": "t", "title": "t", "dependencies": [], "priority": "low"}
+                ]}))],
+            )
+            .order(&[]),
+        "strategy:parallel-independent +a1 +b1 ok:b x:a:permanent status:failed =failed:phase a:1",
     );
     // An invalid list fails the producer permanently.
     check(

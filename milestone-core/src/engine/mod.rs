@@ -24,7 +24,10 @@
 //!   refused. A task phase that has tasks when it starts runs only through them (no agent of
 //!   its own); it completes once all its tasks are done. Without tasks it runs as an ordinary
 //!   phase, and tasks added while it runs must finish before it completes (after a resume its
-//!   agent starts again).
+//!   agent starts again). Tasks listed once the task phase has completed are refused, and their
+//!   producer fails naming the task phase: under a parallel strategy, a producer that is not a
+//!   predecessor of the task phase may finish after it, so make it one to have its tasks
+//!   awaited.
 //! - **One phase at a time.** [`EngineConfig::phase_filter`] restricts which phases may start;
 //!   once nothing it allows is left, the run ends with [`Outcome::PhasesDone`] and the
 //!   milestone stays active for a later run.
