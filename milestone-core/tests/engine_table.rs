@@ -271,19 +271,11 @@ fn trace_from(mut c: Case, mut log: Vec<Event>) -> (String, Vec<Event>) {
                                 },
                             });
                         }
-                        Act::Report => {
-                            queue.push(Input::Progress {
-                                work: work.clone(),
-                                attempt,
-                                progress: Progress::from_basis_points(2_500),
-                            });
-                            later.push(Input::Finished {
-                                work,
-                                attempt,
-                                output: output(false).into(),
-                            });
-                        }
-                        Act::LateData(data) => {
+                        Act::Report | Act::LateData(_) => {
+                            let data = match act {
+                                Act::LateData(data) => data,
+                                _ => serde_json::Value::Null,
+                            };
                             queue.push(Input::Progress {
                                 work: work.clone(),
                                 attempt,
