@@ -7,11 +7,23 @@
 //! found (an id parsed from JSON, built anew) falls back to the map, so the index is only ever
 //! a shortcut: every hit is checked against the task it names.
 
+use std::fmt;
+
+use crate::id::TaskId;
+use crate::state::TaskState;
+
 /// An open-addressing table of task positions (`u32::MAX` = empty), probed by a hash of the
 /// id's text address; kept at most half full.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct AddrIndex {
     slots: Vec<u32>,
+}
+
+/// Derived data, shown by its size only (a state's `Debug` would otherwise list every slot).
+impl fmt::Debug for AddrIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AddrIndex({} slots)", self.slots.len())
+    }
 }
 
 /// A copy starts empty (lookups fall back to the id map until the next
@@ -25,18 +37,24 @@ impl Clone for AddrIndex {
 
 const EMPTY: u32 = u32::MAX;
 
+/// The address of an id's text: what the index is keyed by.
+fn addr_of(id: &TaskId) -> usize {
+    id.as_str().as_ptr() as usize
+}
+
 impl AddrIndex {
     fn home(&self, addr: usize) -> usize {
         let bits = self.slots.len().trailing_zeros();
         ((addr as u64 >> 3).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - bits)) as usize
     }
 
-    /// The position of the task whose id text is at `addr`, if indexed; `addr_of(pos)` gives
-    /// the address of the id at a position.
-    pub(crate) fn get(&self, addr: usize, addr_of: impl Fn(usize) -> usize) -> Option<usize> {
+    /// The position in `tasks` of the task whose id is `id` (the same text allocation), if
+    /// indexed. Every hit is checked against the task it names, so a stale entry is a miss.
+    pub(crate) fn get(&self, id: &TaskId, tasks: &[TaskState]) -> Option<usize> {
         if self.slots.is_empty() {
             return None;
         }
+        let addr = addr_of(id);
         let mask = self.slots.len() - 1;
         let mut k = self.home(addr);
         loop {
@@ -44,27 +62,29 @@ impl AddrIndex {
             if pos == EMPTY {
                 return None;
             }
-            if addr_of(pos as usize) == addr {
+            if tasks
+                .get(pos as usize)
+                .is_some_and(|t| addr_of(&t.spec.id) == addr)
+            {
                 return Some(pos as usize);
             }
             k = (k + 1) & mask;
         }
     }
 
-    /// Indexes the tasks at positions `from..len` (appended since the last call), growing the
-    /// table when needed. Positions past `u32::MAX - 1` are left to the map.
-    pub(crate) fn extend(&mut self, from: usize, len: usize, addr_of: impl Fn(usize) -> usize) {
-        let len = len.min(EMPTY as usize);
-        if len * 2 > self.slots.len() {
+    /// Indexes `tasks[from..]` (appended since the last call), growing the table when needed
+    /// (then every task is indexed again). Positions past `u32::MAX - 1` are left to the map.
+    pub(crate) fn extend(&mut self, from: usize, tasks: &[TaskState]) {
+        let len = tasks.len().min(EMPTY as usize);
+        let from = if len * 2 > self.slots.len() {
             let size = (len * 2).next_power_of_two().max(64);
             self.slots = vec![EMPTY; size];
-            for pos in 0..len {
-                self.put(pos, addr_of(pos));
-            }
+            0
         } else {
-            for pos in from..len {
-                self.put(pos, addr_of(pos));
-            }
+            from
+        };
+        for (pos, t) in tasks.iter().enumerate().take(len).skip(from) {
+            self.put(pos, addr_of(&t.spec.id));
         }
     }
 
@@ -88,33 +108,43 @@ impl PartialEq for AddrIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::id::TaskId;
+    use crate::state::{ItemState, TaskSpec};
+
+    fn tasks(n: usize) -> Vec<TaskState> {
+        (0..n)
+            .map(|i| TaskState {
+                spec: TaskSpec::new(TaskId::new(format!("t{i}")).unwrap(), "t"),
+                item: ItemState::default(),
+            })
+            .collect()
+    }
 
     #[test]
     fn finds_every_indexed_id_by_its_address_and_nothing_else() {
-        let ids: Vec<TaskId> = (0..1000)
-            .map(|i| TaskId::new(format!("t{i}")).unwrap())
-            .collect();
-        let addr = |i: usize| ids[i].as_str().as_ptr() as usize;
+        let all = tasks(1000);
+        let id = |i: usize| &all[i].spec.id;
         let mut index = AddrIndex::default();
-        assert_eq!(index.get(addr(0), addr), None);
+        assert_eq!(index.get(id(0), &all), None);
         // Grown in uneven steps.
         for (from, to) in [(0, 1), (1, 40), (40, 41), (41, 700), (700, 1000)] {
-            index.extend(from, to, addr);
+            index.extend(from, &all[..to]);
             for i in 0..to {
-                assert_eq!(index.get(addr(i), addr), Some(i), "t{i} after {to}");
+                assert_eq!(index.get(id(i), &all[..to]), Some(i), "t{i} after {to}");
             }
         }
         // The same text elsewhere is not found: the map answers for it.
         let fresh = TaskId::new("t5").unwrap();
-        assert_eq!(index.get(fresh.as_str().as_ptr() as usize, addr), None);
+        assert_eq!(index.get(&fresh, &all), None);
         // A clone shares the address.
-        let clone = ids[5].clone();
-        assert_eq!(index.get(clone.as_str().as_ptr() as usize, addr), Some(5));
+        let clone = id(5).clone();
+        assert_eq!(index.get(&clone, &all), Some(5));
         // A copy of the index starts empty, and the next extension rebuilds it whole.
         let mut copy = index.clone();
-        assert_eq!(copy.get(addr(5), addr), None);
-        copy.extend(1000, 1000, addr);
-        assert_eq!(copy.get(addr(5), addr), Some(5));
+        assert_eq!(copy.get(id(5), &all), None);
+        copy.extend(1000, &all);
+        assert_eq!(copy.get(id(5), &all), Some(5));
+        // Entries for positions the tasks no longer reach are misses, not panics.
+        assert_eq!(index.get(id(999), &all[..10]), None);
+        assert_eq!(format!("{index:?}"), "AddrIndex(2048 slots)");
     }
 }

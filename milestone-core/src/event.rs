@@ -737,10 +737,8 @@ impl MilestoneState {
                 // tag and merge recorded since the checkpoint still exist in git.
                 let git = std::mem::take(&mut self.data.git);
                 *self = (**state).clone();
-                let tasks = &self.data.tasks;
-                self.task_addr.extend(tasks.len(), tasks.len(), |i| {
-                    tasks[i].spec.id.as_str().as_ptr() as usize
-                });
+                // A copy's index starts empty: index the restored tasks.
+                self.task_addr.extend(0, &self.data.tasks);
                 self.data.git = git;
                 self.data.rollbacks = rollbacks;
                 self.data.events_applied = applied;
@@ -974,10 +972,7 @@ impl MilestoneState {
                 item: ItemState::default(),
             });
         }
-        let all = &self.data.tasks;
-        self.task_addr.extend(first, all.len(), |i| {
-            all[i].spec.id.as_str().as_ptr() as usize
-        });
+        self.task_addr.extend(first, &self.data.tasks);
         Ok(())
     }
 }

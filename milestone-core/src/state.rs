@@ -1164,9 +1164,7 @@ impl MilestoneState {
         }
         let task_phase_pos = task_phase_position(&data.workflow);
         let mut task_addr = crate::addr_index::AddrIndex::default();
-        task_addr.extend(0, data.tasks.len(), |i| {
-            data.tasks[i].spec.id.as_str().as_ptr() as usize
-        });
+        task_addr.extend(0, &data.tasks);
         Ok(MilestoneState {
             data,
             task_index,
@@ -1252,11 +1250,8 @@ impl MilestoneState {
     /// As [`task_position`](MilestoneState::task_position) for a whole id: first by its text's
     /// address (ids cloned from the state's share it), then by its text.
     pub(crate) fn task_position_of(&self, id: &TaskId) -> Option<usize> {
-        let tasks = &self.data.tasks;
         self.task_addr
-            .get(id.as_str().as_ptr() as usize, |i| {
-                tasks[i].spec.id.as_str().as_ptr() as usize
-            })
+            .get(id, &self.data.tasks)
             .or_else(|| self.task_index.get(id.as_str()).copied())
     }
     /// The state of any item.
