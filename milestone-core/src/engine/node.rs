@@ -3,7 +3,7 @@
 
 use std::collections::{BinaryHeap, VecDeque};
 
-use crate::state::{ItemOutput, ItemRef};
+use crate::state::{CompactOutput, ItemRef};
 use crate::units::Priority;
 
 /// Where a node is in its life, as the engine sees it.
@@ -53,8 +53,9 @@ pub(crate) struct Node {
     pub(crate) est: u64,
     /// Longest remaining path from here, estimates summed.
     pub(crate) cp: u64,
-    /// A finished output waiting for completion (phases).
-    pub(crate) held: Option<Box<ItemOutput>>,
+    /// The finished output of a phase that waits for completion or its gate (meaningful in
+    /// `Held` and `Gate`; empty otherwise).
+    pub(crate) held: CompactOutput,
     /// Attempts started (mirrors the state, also after a rollback).
     pub(crate) attempts: u32,
     pub(crate) priority: Priority,
@@ -79,7 +80,7 @@ impl Node {
             degraded: false,
             degrade_used: false,
             slot: 0,
-            held: None,
+            held: CompactOutput::default(),
             ident: 0,
             idem: 0,
         }

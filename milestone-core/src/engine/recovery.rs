@@ -8,7 +8,7 @@ use super::{
     Work, hash,
 };
 use crate::event::Event;
-use crate::state::{Decision, FailureKind, ItemError, MilestoneStatus};
+use crate::state::{CompactOutput, Decision, FailureKind, ItemError, MilestoneStatus};
 use crate::units::Timestamp;
 
 /// The backoff before attempt `attempt + 1` after attempt `attempt` failed: a delay drawn
@@ -71,7 +71,7 @@ impl Engine {
             out,
         )?;
         self.nodes[i].st = NodeState::Failed;
-        self.nodes[i].held = None;
+        self.nodes[i].held = CompactOutput::default();
         self.nodes[i].degraded = false;
         if i < self.np {
             self.phases_active = self.phases_active.saturating_sub(1);
@@ -121,7 +121,7 @@ impl Engine {
                     out,
                 )?;
                 self.nodes[s].st = NodeState::Pending;
-                self.nodes[s].held = None;
+                self.nodes[s].held = CompactOutput::default();
                 self.phases_active = self.phases_active.saturating_sub(1);
                 work.push(s);
             }
