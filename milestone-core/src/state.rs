@@ -642,31 +642,26 @@ impl ItemField {
     }
 }
 
-/// The keys of a phase, for "expected one of" in errors.
-const PHASE_FIELDS: &[&str] = &[
-    "id",
-    "status",
-    "started_at",
-    "completed_at",
-    "attempts",
-    "progress",
-    "partial",
-    "output",
-    "last_error",
-];
+/// The keys of a flat phase or task for "expected one of" in errors: the owner's key, then
+/// [`ItemState`]'s (those [`ItemField::from_name`] reads).
+macro_rules! flat_keys {
+    ($own:literal) => {
+        &[
+            $own,
+            "status",
+            "started_at",
+            "completed_at",
+            "attempts",
+            "progress",
+            "partial",
+            "output",
+            "last_error",
+        ]
+    };
+}
 
-/// The keys of a task, for "expected one of" in errors.
-const TASK_FIELDS: &[&str] = &[
-    "spec",
-    "status",
-    "started_at",
-    "completed_at",
-    "attempts",
-    "progress",
-    "partial",
-    "output",
-    "last_error",
-];
+const PHASE_FIELDS: &[&str] = flat_keys!("id");
+const TASK_FIELDS: &[&str] = flat_keys!("spec");
 
 /// A key of a flat phase or task: the owner's own key or one of [`ItemState`]'s.
 enum FlatKey {
@@ -1322,6 +1317,40 @@ fn task_phase_position(workflow: &Workflow) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The key list in errors, the keys the flat reader knows and the keys an item state is
+    /// written with are one list.
+    #[test]
+    fn the_flat_key_lists_agree() {
+        assert_eq!((PHASE_FIELDS[0], TASK_FIELDS[0]), ("id", "spec"));
+        assert_eq!(PHASE_FIELDS[1..], TASK_FIELDS[1..]);
+        for key in &TASK_FIELDS[1..] {
+            assert!(ItemField::from_name(key).is_some(), "{key}");
+        }
+        let full = ItemState {
+            started_at: Some(Timestamp(1)),
+            completed_at: Some(Timestamp(2)),
+            partial: Some(serde_json::Value::Null),
+            output: Some(CompactOutput::default()),
+            last_error: Some(ItemError {
+                kind: FailureKind::Transient,
+                message: "m".into(),
+            }),
+            ..ItemState::default()
+        };
+        let written = serde_json::to_value(&full).unwrap();
+        let keys: Vec<&str> = written
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut expected = TASK_FIELDS[1..].to_vec();
+        expected.sort_unstable();
+        let mut keys = keys;
+        keys.sort_unstable();
+        assert_eq!(keys, expected);
+    }
 
     /// A compact output reads, compares and serializes as the output it holds; only an empty
     /// one is left unboxed (any field set makes it non-empty).
