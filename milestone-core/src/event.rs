@@ -994,3 +994,109 @@ fn mark_completed(st: &mut ItemState, at: Timestamp, output: &CompactOutput) {
     st.output = Some(output.clone());
     st.partial = None;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::TaskId;
+    use crate::state::{FailureKind, ItemOutput};
+    use proptest::prelude::*;
+
+    /// A milestone in execution with `n` tasks (ids `t0`…).
+    fn state_with_tasks(n: usize) -> MilestoneState {
+        let tasks = (0..n)
+            .map(|i| TaskSpec::new(TaskId::new(format!("t{i}")).unwrap(), "t"))
+            .collect();
+        MilestoneState::from_events(&[
+            Event::Created {
+                at: Timestamp(0),
+                id: MilestoneId::new("m").unwrap(),
+                title: "m".into(),
+                context: String::new(),
+                workflow: Workflow::kiro(),
+                seed: 0,
+            },
+            Event::ExecutionStarted { at: Timestamp(0) },
+            Event::TasksAdded {
+                at: Timestamp(0),
+                tasks,
+            },
+        ])
+        .unwrap()
+    }
+
+    /// One step: (kind, task, attempt, time, hint offset, whether the id is a fresh copy).
+    type Op = (u8, usize, u32, u64, usize, bool);
+
+    fn event_of(state: &MilestoneState, (kind, k, attempt, at, _, fresh): Op) -> Event {
+        let shared = &state.tasks()[k].spec.id;
+        let id = if fresh {
+            TaskId::new(shared.as_str()).unwrap()
+        } else {
+            shared.clone()
+        };
+        let item = ItemRef::Task(id);
+        let at = Timestamp(at);
+        match kind % 6 {
+            0 | 1 => Event::ItemStarted { at, item, attempt },
+            2 | 3 => Event::ItemCompleted {
+                at,
+                item,
+                output: ItemOutput {
+                    summary: if attempt % 2 == 0 {
+                        String::new()
+                    } else {
+                        "s".into()
+                    },
+                    ..ItemOutput::default()
+                }
+                .into(),
+            },
+            4 => Event::ItemFailed {
+                at,
+                item,
+                error: ItemError {
+                    kind: FailureKind::Transient,
+                    message: "m".into(),
+                },
+            },
+            _ => Event::StatusChanged {
+                at,
+                status: if attempt % 2 == 0 {
+                    MilestoneStatus::Blocked
+                } else {
+                    MilestoneStatus::Cancelled
+                },
+                reason: None,
+            },
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// The task fast path of `apply_at` is the general path: for any sequence of task
+        /// events (legal or not, ids shared or fresh, hints right or wrong, the milestone
+        /// active or not), applying with a hint and applying without one give the same
+        /// verdicts and the same states.
+        #[test]
+        fn a_hint_changes_nothing_but_the_speed(
+            ops in prop::collection::vec(
+                (0u8..6, 0usize..6, 0u32..4, 0u64..50, 0usize..3, any::<bool>()),
+                1..60,
+            ),
+        ) {
+            let mut hinted = state_with_tasks(6);
+            let mut plain = hinted.clone();
+            for op in ops {
+                let event = event_of(&plain, op);
+                // Offset 0 is the right task; others point elsewhere (or past the tasks).
+                let hint = Slot::Task((op.1 + op.4 * 5) % 8);
+                let a = hinted.apply_at(&event, Some(hint));
+                let b = plain.apply(&event);
+                prop_assert_eq!(a.is_ok(), b.is_ok(), "{:?}: {:?} / {:?}", event, a, b);
+                prop_assert_eq!(&hinted, &plain);
+            }
+        }
+    }
+}
