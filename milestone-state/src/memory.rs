@@ -30,35 +30,41 @@ impl Log {
         self.len
     }
 
+    /// The chunk a batch of `n` events is copied into: the last one while it has room for a
+    /// small batch, else a new one; `None` for a large batch, which becomes a chunk itself.
+    fn room_for(&mut self, n: usize) -> Option<&mut Vec<Event>> {
+        if n >= SMALL_BATCH {
+            return None;
+        }
+        if self
+            .chunks
+            .last()
+            .is_none_or(|last| last.len() >= 4 * SMALL_BATCH)
+        {
+            self.chunks.push(Vec::with_capacity(4 * SMALL_BATCH));
+        }
+        self.chunks.last_mut()
+    }
+
     /// Takes the events out of `batch`: a small one is moved into the last chunk (the caller
     /// keeps its buffer), a large one becomes a chunk of its own, buffer and all.
     fn take_batch(&mut self, batch: &mut Vec<Event>) {
         self.len += batch.len();
-        match self.chunks.last_mut() {
-            Some(last) if batch.len() < SMALL_BATCH && last.len() < 4 * SMALL_BATCH => {
-                last.append(batch);
-            }
-            _ if batch.len() < SMALL_BATCH => {
-                let mut chunk = Vec::with_capacity(4 * SMALL_BATCH);
-                chunk.append(batch);
-                self.chunks.push(chunk);
-            }
-            _ => {
-                if batch.capacity() > batch.len() + batch.len() / 4 {
-                    batch.shrink_to_fit();
-                }
-                self.chunks.push(std::mem::take(batch));
-            }
+        if let Some(chunk) = self.room_for(batch.len()) {
+            chunk.append(batch);
+            return;
         }
+        if batch.capacity() > batch.len() + batch.len() / 4 {
+            batch.shrink_to_fit();
+        }
+        self.chunks.push(std::mem::take(batch));
     }
 
     fn extend_from_slice(&mut self, events: &[Event]) {
         self.len += events.len();
-        match self.chunks.last_mut() {
-            Some(last) if events.len() < SMALL_BATCH && last.len() < 4 * SMALL_BATCH => {
-                last.extend_from_slice(events);
-            }
-            _ => self.chunks.push(events.to_vec()),
+        match self.room_for(events.len()) {
+            Some(chunk) => chunk.extend_from_slice(events),
+            None => self.chunks.push(events.to_vec()),
         }
     }
 

@@ -117,13 +117,12 @@ fn parse_state(path: &Path, body: &[u8]) -> Result<MilestoneState, StoreError> {
             milestone_core::state::MAX_STATE_JSON
         )));
     }
+    // The UTF-8 is checked once for the whole body, so that the parser need not check each
+    // string (it showed when loading a state of 100,000 tasks).
+    let text = std::str::from_utf8(body).map_err(|e| corrupt(format!("not UTF-8: {e}")))?;
     if body.starts_with(prefix.as_bytes()) {
-        // The UTF-8 is checked once for the whole body, so that the parser need not check each
-        // string (it showed when loading a state of 100,000 tasks).
-        let text = std::str::from_utf8(body).map_err(|e| corrupt(format!("not UTF-8: {e}")))?;
         return serde_json::from_str(text).map_err(|e| corrupt(e.to_string()));
     }
-    let text = std::str::from_utf8(body).map_err(|e| corrupt(format!("not UTF-8: {e}")))?;
     MilestoneState::from_json(text).map_err(|e| match e {
         milestone_core::LoadError::UnsupportedSchema {
             found, supported, ..
