@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use futures::executor::block_on;
-use milestone_agents::orchestrator::{Orchestrator, OrchestratorError, PlanSpec};
+use milestone_agents::orchestrator::{InMemoryCache, Orchestrator, OrchestratorError, PlanSpec};
 use milestone_core::{Event, MilestoneId, MilestoneStatus, Mode};
 use milestone_state::{Checkpoint, InMemory, Loaded, StateStore, StoreError};
 use orchestrator_support::*;
@@ -184,4 +184,45 @@ fn a_failed_session_is_not_run_again_and_a_new_one_finishes() {
     let stored = block_on(store.load(&m)).unwrap();
     assert_eq!(stored.state.status(), MilestoneStatus::Completed);
     assert_eq!(stored.version, report.version);
+}
+
+/// What a batch's events mean for the result cache takes effect once the store holds them: a
+/// completion whose append failed is not cached (a later run would take it for done work).
+#[test]
+fn a_completion_the_store_refused_is_not_cached() {
+    let log = RunLog::default();
+    let store = Arc::new(Failing {
+        inner: InMemory::new(),
+        budget: AtomicUsize::new(usize::MAX),
+    });
+    let cache = Arc::new(InMemoryCache::new());
+    let m = id("cached");
+    let o = Orchestrator::builder()
+        .registry(registry(&log))
+        .store(store.clone())
+        .cache(cache.clone())
+        .build()
+        .unwrap();
+    block_on(async {
+        o.plan(PlanSpec::new(m.clone(), "Add login")).await?;
+        o.transition(&m).await
+    })
+    .unwrap();
+    // The first append of the run (the start of design) succeeds; the one holding design's
+    // completion fails.
+    store.budget.store(1, Ordering::SeqCst);
+    assert!(matches!(
+        block_on(o.execute(&m)),
+        Err(OrchestratorError::Store(_))
+    ));
+    let stored = block_on(store.load(&m)).unwrap().state;
+    assert!(!stored.phase("design").unwrap().item.status.is_done());
+    assert_eq!(cache.len(), 0, "nothing the store refused is cached");
+    store.budget.store(usize::MAX, Ordering::SeqCst);
+    let report = block_on(o.execute(&m)).unwrap();
+    assert_eq!(report.status, MilestoneStatus::Completed);
+    assert!(
+        !cache.is_empty(),
+        "stored completions of reusable phases are cached"
+    );
 }

@@ -55,6 +55,15 @@ enum Via {
     Degraded,
 }
 
+/// What a batch of events means once stored: outputs for the result cache, failures and
+/// timeouts for the metrics.
+#[derive(Default)]
+struct Effects {
+    cached: Vec<(milestone_core::engine::CacheKey, ItemOutput)>,
+    failures: u64,
+    timeouts: u64,
+}
+
 /// A run that ended: its key in the run table, and what the runner returned.
 struct RunDone {
     key: u64,
@@ -627,7 +636,9 @@ impl<'a> Drive<'a> {
     }
 
     /// Appends the batch's `events`, handing them to the store (moved, not copied, when the
-    /// store keeps events as they are); the buffer is left empty for the next batch.
+    /// store keeps events as they are); the buffer is left empty for the next batch. What the
+    /// events mean for the result cache and the metrics takes effect only once the store holds
+    /// them.
     async fn append_from(&mut self, events: &mut Vec<Event>) -> Result<(), OrchestratorError> {
         if events.is_empty() {
             return Ok(());
@@ -635,6 +646,8 @@ impl<'a> Drive<'a> {
         let n = events.len() as u64;
         let first = self.version + 1;
         let published = (!self.inner.hub.is_quiet()).then(|| events.clone());
+        // Read before the store takes the events.
+        let effects = self.effects_of(events);
         let v = self
             .inner
             .store
@@ -646,23 +659,21 @@ impl<'a> Drive<'a> {
         self.version = v;
         self.metrics.events_appended += n;
         self.metrics.appends += 1;
+        self.metrics.failures += effects.failures;
+        self.metrics.timeouts += effects.timeouts;
+        if let Some(cache) = &self.inner.cache {
+            for (key, output) in effects.cached {
+                cache.put(key, output);
+            }
+        }
         Ok(())
     }
 
+    /// As [`append_from`](Drive::append_from), for events the caller keeps (a copy is appended:
+    /// these are the few events of a phase commit, a tag, a merge, or a batch split around a
+    /// commit).
     async fn append(&mut self, events: &[Event]) -> Result<(), OrchestratorError> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        let v = self
-            .inner
-            .store
-            .append(&self.id, self.version, events)
-            .await?;
-        self.inner.hub.publish(&self.id, self.version + 1, events);
-        self.version = v;
-        self.metrics.events_appended += events.len() as u64;
-        self.metrics.appends += 1;
-        Ok(())
+        self.append_from(&mut events.to_vec()).await
     }
 
     /// Persists the batch's events, then carries out its commands.
@@ -690,9 +701,7 @@ impl<'a> Drive<'a> {
             }
             commands.retain(|c| !matches!(c, Command::CommitPhase { .. }));
             self.append(&events[k..]).await?;
-            self.after_append(&events);
         } else {
-            self.after_append(&acc.events);
             let n = acc.events.len();
             self.append_from(&mut acc.events).await?;
             // A store that kept the buffer itself leaves none: the next batch gets one as large
@@ -716,27 +725,28 @@ impl<'a> Drive<'a> {
         Ok(())
     }
 
-    fn after_append(&mut self, events: &[Event]) {
+    /// What appending `events` will mean: the outputs to cache (taken from those waiting for
+    /// their completion to be stored) and the failures and timeouts to count.
+    fn effects_of(&mut self, events: &[Event]) -> Effects {
+        let mut effects = Effects::default();
         for e in events {
             match e {
                 Event::ItemCompleted { item, .. } if !self.pending_cache.is_empty() => {
-                    if let (Some((key, output)), Some(cache)) =
-                        (self.pending_cache.remove(item), &self.inner.cache)
-                    {
-                        cache.put(key, output);
+                    if let Some(entry) = self.pending_cache.remove(item) {
+                        effects.cached.push(entry);
                     }
                 }
                 Event::ItemFailed { error, .. } => {
-                    self.metrics.failures += 1;
+                    effects.failures += 1;
                     if error.kind == FailureKind::Timeout {
-                        self.metrics.timeouts += 1;
+                        effects.timeouts += 1;
                     }
                 }
                 _ => {}
             }
         }
+        effects
     }
-
     async fn carry_out(&mut self, command: Command) -> Result<(), OrchestratorError> {
         match command {
             Command::Start(start) => self.launch(start),
