@@ -87,19 +87,12 @@ impl AgentRequest {
 
     /// The request for the engine's `start` in `state`'s milestone.
     pub fn from_start(start: &StartCommand, state: &MilestoneState) -> AgentRequest {
-        AgentRequest {
-            milestone: state.id().clone(),
-            title: Arc::from(state.title()),
-            context: Arc::from(state.context()),
-            role: start.role.clone(),
-            work: start.work.clone(),
-            input: start.input.clone(),
-            attempt: start.attempt,
-            deadline: start.deadline,
-            budget: start.budget.clone(),
-            idempotency_key: start.idempotency_key,
-            degraded: start.degraded,
-        }
+        AgentRequest::for_start(
+            start.clone(),
+            state.id().clone(),
+            Arc::from(state.title()),
+            Arc::from(state.context()),
+        )
     }
 
     /// The request for `start`, taking its fields instead of copying them; the milestone's
