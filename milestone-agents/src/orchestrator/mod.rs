@@ -389,19 +389,10 @@ impl Orchestrator {
     /// # Errors
     /// As [`Orchestrator::plan`]; [`OrchestratorError::NotFound`].
     pub async fn replan(&self, id: &MilestoneId) -> Result<MilestonePlan, OrchestratorError> {
-        let (_guard, cancel) = self.claim(id)?;
-        let log = self.read_log(id).await?;
-        let version = log.len() as u64;
-        let done = run::Drive::start(
-            &self.inner,
-            id,
-            log,
-            version,
-            cancel,
-            vec![Input::Start(StartMode::Planning)],
-            phase::Call::default(),
-        )
-        .await?;
+        let mut session = self.open(id).await?;
+        let done = session
+            .run_done(vec![Input::Start(StartMode::Planning)])
+            .await?;
         planned(id, done)
     }
 
@@ -545,20 +536,7 @@ impl Orchestrator {
         id: &MilestoneId,
         inputs: Vec<Input>,
     ) -> Result<Report, OrchestratorError> {
-        let (_guard, cancel) = self.claim(id)?;
-        let log = self.read_log(id).await?;
-        let version = log.len() as u64;
-        run::Drive::start(
-            &self.inner,
-            id,
-            log,
-            version,
-            cancel,
-            inputs,
-            phase::Call::default(),
-        )
-        .await
-        .map(|done| done.report)
+        self.open(id).await?.run(inputs).await
     }
 }
 

@@ -135,11 +135,19 @@ impl Session<'_> {
 
     /// Feeds `inputs` and runs until the run ends.
     pub(crate) async fn run(&mut self, inputs: Vec<Input>) -> Result<Report, OrchestratorError> {
+        self.run_done(inputs).await.map(|done| done.report)
+    }
+
+    /// As [`run`](Session::run), with the plan a planning run recorded.
+    pub(crate) async fn run_done(
+        &mut self,
+        inputs: Vec<Input>,
+    ) -> Result<run::Done, OrchestratorError> {
         if self.failed {
             return Err(OrchestratorError::SessionFailed(self.state().id().clone()));
         }
         let result = self.drive.run(self.cancel.clone(), inputs).await;
         self.failed = result.is_err();
-        result.map(|done| done.report)
+        result
     }
 }
