@@ -6,7 +6,7 @@
 mod orchestrator_support;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
@@ -16,60 +16,10 @@ use milestone_agents::{AgentOutput, AgentRequest, FnAgent, Registry};
 use milestone_core::engine::{Role, Work};
 use milestone_core::{Event, ItemRef, MilestoneId, MilestoneStatus, Progress};
 use milestone_git::conventions::{PHASE_TRAILER, tag_name};
-use milestone_git::testing::isolated_config;
-use milestone_git::{CliGit, CommitRequest, GitBackend, LogRange, RefName, RepoPath, Revision};
+use milestone_git::{GitBackend, LogRange, Revision};
 use milestone_state::{FileStore, StateStore};
 use orchestrator_support::*;
 
-struct Dirs {
-    _root: tempfile::TempDir,
-    store: PathBuf,
-    repo: PathBuf,
-    home: PathBuf,
-}
-
-fn dirs() -> Dirs {
-    let root = tempfile::tempdir().unwrap();
-    let (store, repo, home) = (
-        root.path().join("store"),
-        root.path().join("repo"),
-        root.path().join("home"),
-    );
-    for d in [&store, &repo, &home] {
-        std::fs::create_dir_all(d).unwrap();
-    }
-    Dirs {
-        _root: root,
-        store,
-        repo,
-        home,
-    }
-}
-
-fn main_branch() -> RefName {
-    RefName::new("main").unwrap()
-}
-
-/// `git init -b main` with one commit.
-fn init_repo(d: &Dirs) -> Arc<CliGit> {
-    block_on(async {
-        let git = CliGit::init(&d.repo, &main_branch(), isolated_config(&d.home).unwrap())
-            .await
-            .unwrap();
-        git.write_file(&RepoPath::new("README").unwrap(), b"hello\n")
-            .await
-            .unwrap();
-        git.add_all().await.unwrap();
-        git.commit(&CommitRequest::new("initial")).await.unwrap();
-        Arc::new(git)
-    })
-}
-
-fn open_repo(d: &Dirs) -> Arc<CliGit> {
-    Arc::new(block_on(CliGit::open(&d.repo, isolated_config(&d.home).unwrap())).unwrap())
-}
-
-/// A registry whose phase runners also write a file into the repository.
 fn writing_registry(log: &RunLog, repo: &Path) -> Registry {
     let mut r = registry(log);
     let (l, repo) = (log.clone(), repo.to_path_buf());

@@ -13,15 +13,11 @@ use milestone_agents::orchestrator::{
 };
 use milestone_agents::{AgentOutput, FnAgent, Registry};
 use milestone_core::engine::{Outcome, Role};
-use milestone_core::{Event, MilestoneId, MilestoneStatus, Mode, ProblemKind, Progress};
+use milestone_core::{Event, MilestoneStatus, Mode, ProblemKind, Progress};
 use milestone_git::conventions::{branch_name, tag_name};
 use milestone_git::{GitBackend, Revision};
 use milestone_state::{InMemory, StateStore};
 use orchestrator_support::*;
-
-fn id(s: &str) -> MilestoneId {
-    MilestoneId::new(s).unwrap()
-}
 
 #[test]
 fn plan_transition_execute_in_memory_with_git() {

@@ -13,21 +13,11 @@ use futures::executor::block_on;
 use milestone_agents::orchestrator::{ModePolicy, Orchestrator, OrchestratorError, PlanSpec};
 use milestone_agents::{AgentContext, AgentError, AgentOutput, AgentRequest, FnAgent, Registry};
 use milestone_core::engine::{AdaptiveInputs, EngineConfig, Outcome, Role, Strategy};
-use milestone_core::{
-    Complexity, Event, ExecutionMode, MilestoneId, MilestoneStatus, PhaseId, Workflow,
-};
+use milestone_core::{Complexity, Event, ExecutionMode, MilestoneId, MilestoneStatus, Workflow};
 use milestone_git::conventions::tag_name;
 use milestone_git::{GitBackend, InMemoryGit, Revision};
 use milestone_state::{InMemory, StateStore};
 use orchestrator_support::*;
-
-fn id(s: &str) -> MilestoneId {
-    MilestoneId::new(s).unwrap()
-}
-
-fn ph(s: &str) -> PhaseId {
-    PhaseId::new(s).unwrap()
-}
 
 /// Planning runners, plus a direct runner and an agent for every phase and for tasks; each run
 /// is recorded as `direct:<work>` or `agent:<work>` (then `@attempt#key`).

@@ -6,47 +6,22 @@
 
 mod orchestrator_support;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::executor::block_on;
 use milestone_agents::orchestrator::{Orchestrator, PlanSpec};
 use milestone_agents::{AgentContext, AgentError, AgentRequest, FnAgent};
 use milestone_core::engine::{Outcome, Role};
-use milestone_core::{ExecutionMode, MilestoneId, MilestoneStatus, PhaseId};
+use milestone_core::{ExecutionMode, MilestoneId, MilestoneStatus};
 use milestone_git::conventions::tag_name;
-use milestone_git::testing::isolated_config;
-use milestone_git::{CliGit, CommitRequest, GitBackend, RefName, RepoPath, Revision};
+use milestone_git::{GitBackend, Revision};
 use milestone_state::{FileStore, StateStore};
 use orchestrator_support::*;
 
-fn main_branch() -> RefName {
-    RefName::new("main").unwrap()
-}
-
-fn ph(s: &str) -> PhaseId {
-    PhaseId::new(s).unwrap()
-}
-
 #[test]
 fn phase_calls_over_file_store_and_cli_git_survive_a_dropped_call() {
-    let root = tempfile::tempdir().unwrap();
-    let [store_dir, repo_dir, home]: [PathBuf; 3] =
-        ["store", "repo", "home"].map(|d| root.path().join(d));
-    for d in [&store_dir, &repo_dir, &home] {
-        std::fs::create_dir_all(d).unwrap();
-    }
-    let git = block_on(async {
-        let git = CliGit::init(&repo_dir, &main_branch(), isolated_config(&home).unwrap())
-            .await
-            .unwrap();
-        git.write_file(&RepoPath::new("README").unwrap(), b"hello\n")
-            .await
-            .unwrap();
-        git.add_all().await.unwrap();
-        git.commit(&CommitRequest::new("initial")).await.unwrap();
-        Arc::new(git)
-    });
+    let d = dirs();
+    let git = init_repo(&d);
     let log = RunLog::default();
     let m = MilestoneId::new("phased").unwrap();
 
@@ -71,7 +46,7 @@ fn phase_calls_over_file_store_and_cli_git_survive_a_dropped_call() {
             },
         ),
     );
-    let store = Arc::new(FileStore::open(&store_dir).unwrap());
+    let store = Arc::new(FileStore::open(&d.store).unwrap());
     let o = Orchestrator::builder()
         .registry(first)
         .store(store.clone())
@@ -99,8 +74,8 @@ fn phase_calls_over_file_store_and_cli_git_survive_a_dropped_call() {
     assert_eq!(committed_phases(&git, &m), ["design"]);
 
     // A new orchestrator over the reopened store and repository.
-    let store = Arc::new(FileStore::open(&store_dir).unwrap());
-    let git = Arc::new(block_on(CliGit::open(&repo_dir, isolated_config(&home).unwrap())).unwrap());
+    let store = Arc::new(FileStore::open(&d.store).unwrap());
+    let git = open_repo(&d);
     let o = Orchestrator::builder()
         .registry(registry(&log))
         .store(store.clone())

@@ -19,16 +19,11 @@ use milestone_core::engine::{
     EngineConfig, Outcome, RecoveryConfig, RecoveryStep, RetryConfig, Role, Strategy,
 };
 use milestone_core::{
-    ExecutionMode, ItemOutput, ItemRef, MilestoneId, MilestoneState, MilestoneStatus, PhaseId,
-    Timestamp,
+    ExecutionMode, ItemOutput, ItemRef, MilestoneState, MilestoneStatus, PhaseId, Timestamp,
 };
 use milestone_git::{CommitRequest, GitBackend, InMemoryGit, RefName, RepoPath};
 use milestone_state::{InMemory, StateStore};
 use orchestrator_support::*;
-
-fn id(s: &str) -> MilestoneId {
-    MilestoneId::new(s).unwrap()
-}
 
 fn spec() -> Role {
     Role::Phase(PhaseId::new("spec").unwrap())

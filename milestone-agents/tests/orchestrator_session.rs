@@ -13,10 +13,6 @@ use milestone_core::{Event, MilestoneId, MilestoneStatus, Mode};
 use milestone_state::{Checkpoint, InMemory, Loaded, StateStore, StoreError};
 use orchestrator_support::*;
 
-fn id(s: &str) -> MilestoneId {
-    MilestoneId::new(s).unwrap()
-}
-
 /// A planned, transitioned milestone `m` in `store`, and an orchestrator over it.
 fn ready(store: Arc<dyn StateStore>, log: &RunLog, m: &MilestoneId) -> Orchestrator {
     let o = Orchestrator::builder()

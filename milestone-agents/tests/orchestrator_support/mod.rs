@@ -171,3 +171,65 @@ pub fn committed_phases<G: milestone_git::GitBackend + ?Sized>(
     phases.reverse();
     phases
 }
+
+/// A milestone id.
+pub fn id(s: &str) -> milestone_core::MilestoneId {
+    milestone_core::MilestoneId::new(s).unwrap()
+}
+
+/// A phase id.
+pub fn ph(s: &str) -> milestone_core::PhaseId {
+    milestone_core::PhaseId::new(s).unwrap()
+}
+
+/// The directories of a run over `FileStore` and `CliGit`: the store, the repository, and the
+/// home of git's isolated configuration (all under one temporary root).
+pub struct Dirs {
+    _root: tempfile::TempDir,
+    pub store: std::path::PathBuf,
+    pub repo: std::path::PathBuf,
+    pub home: std::path::PathBuf,
+}
+
+pub fn dirs() -> Dirs {
+    let root = tempfile::tempdir().unwrap();
+    let [store, repo, home] = ["store", "repo", "home"].map(|d| root.path().join(d));
+    for d in [&store, &repo, &home] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    Dirs {
+        _root: root,
+        store,
+        repo,
+        home,
+    }
+}
+
+/// `git init -b main` in `d.repo` with one commit, through `CliGit`.
+pub fn init_repo(d: &Dirs) -> Arc<milestone_git::CliGit> {
+    use milestone_git::testing::isolated_config;
+    use milestone_git::{CliGit, CommitRequest, GitBackend, RepoPath};
+    futures::executor::block_on(async {
+        let git = CliGit::init(&d.repo, &main_branch(), isolated_config(&d.home).unwrap())
+            .await
+            .unwrap();
+        git.write_file(&RepoPath::new("README").unwrap(), b"hello\n")
+            .await
+            .unwrap();
+        git.add_all().await.unwrap();
+        git.commit(&CommitRequest::new("initial")).await.unwrap();
+        Arc::new(git)
+    })
+}
+
+/// The repository of `d` opened again (a new process's view).
+pub fn open_repo(d: &Dirs) -> Arc<milestone_git::CliGit> {
+    use milestone_git::testing::isolated_config;
+    Arc::new(
+        futures::executor::block_on(milestone_git::CliGit::open(
+            &d.repo,
+            isolated_config(&d.home).unwrap(),
+        ))
+        .unwrap(),
+    )
+}
