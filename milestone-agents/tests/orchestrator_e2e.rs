@@ -300,20 +300,7 @@ fn resume_after_the_orchestrator_is_dropped_mid_run() {
     let m = id("dropped");
     // First orchestrator: the spec phase never finishes; the call is dropped while it runs.
     let mut first = registry(&log);
-    let l = log.clone();
-    first.bind_direct(
-        Role::Phase(milestone_core::PhaseId::new("spec").unwrap()),
-        FnAgent::new(
-            "hanging-spec",
-            move |req: milestone_agents::AgentRequest, ctx: milestone_agents::AgentContext| {
-                l.lock().unwrap().push(entry(&req));
-                async move {
-                    ctx.cancelled().await;
-                    Err(milestone_agents::AgentError::cancelled("dropped"))
-                }
-            },
-        ),
-    );
+    first.bind_direct_arc(Role::Phase(ph("spec")), hanging("hanging-spec", &log, None));
     let orchestrator = Orchestrator::builder()
         .registry(first)
         .store(store.clone())

@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use futures::executor::block_on;
 use milestone_agents::orchestrator::{Orchestrator, PlanSpec};
-use milestone_agents::{AgentContext, AgentError, AgentRequest, FnAgent};
 use milestone_core::engine::{Outcome, Role};
 use milestone_core::{ExecutionMode, MilestoneId, MilestoneStatus};
 use milestone_git::conventions::tag_name;
@@ -27,24 +26,10 @@ fn phase_calls_over_file_store_and_cli_git_survive_a_dropped_call() {
 
     // First orchestrator: design runs; the spec call is dropped while spec runs.
     let mut first = registry(&log);
-    let l = log.clone();
     let (started_tx, started) = futures::channel::oneshot::channel::<()>();
-    let started_tx = std::sync::Mutex::new(Some(started_tx));
-    first.bind_direct(
+    first.bind_direct_arc(
         Role::Phase(ph("spec")),
-        FnAgent::new(
-            "hanging-spec",
-            move |req: AgentRequest, ctx: AgentContext| {
-                l.lock().unwrap().push(entry(&req));
-                if let Some(tx) = started_tx.lock().unwrap().take() {
-                    let _ = tx.send(());
-                }
-                async move {
-                    ctx.cancelled().await;
-                    Err(AgentError::cancelled("dropped"))
-                }
-            },
-        ),
+        hanging("hanging-spec", &log, Some(started_tx)),
     );
     let store = Arc::new(FileStore::open(&d.store).unwrap());
     let o = Orchestrator::builder()

@@ -233,3 +233,27 @@ pub fn open_repo(d: &Dirs) -> Arc<milestone_git::CliGit> {
         .unwrap(),
     )
 }
+
+/// A runner that records its run in `log`, says so on `started` (the first time), then runs
+/// until its run is cancelled: the work a dropped call leaves in flight.
+pub fn hanging(
+    name: &str,
+    log: &RunLog,
+    started: Option<futures::channel::oneshot::Sender<()>>,
+) -> Arc<dyn milestone_agents::AgentRunner> {
+    let log = log.clone();
+    let started = Mutex::new(started);
+    Arc::new(FnAgent::new(
+        name,
+        move |req: AgentRequest, ctx: milestone_agents::AgentContext| {
+            log.lock().unwrap().push(entry(&req));
+            if let Some(tx) = started.lock().unwrap().take() {
+                let _ = tx.send(());
+            }
+            async move {
+                ctx.cancelled().await;
+                Err(AgentError::cancelled("dropped"))
+            }
+        },
+    ))
+}
