@@ -18,11 +18,12 @@ use crate::state::TaskState;
 #[derive(Default)]
 pub(crate) struct AddrIndex {
     slots: Vec<u32>,
-    /// The position after the last one found: events mostly name tasks in the order they
-    /// were listed, so it is tried before the table (a hit touches a task next to the last
-    /// one, where a probe of the table is a random read). Relaxed atomic: `get` takes `&self`
-    /// and the state stays `Sync`.
-    next: AtomicU32,
+    /// The positions after the last two found: events mostly name tasks in the order they
+    /// were listed, in two interleaved runs (completions, and the starts they make room for),
+    /// so these are tried before the table (a hit touches a task next to one just touched,
+    /// where a probe of the table is a random read). Relaxed atomics: `get` takes `&self` and
+    /// the state stays `Sync`.
+    next: [AtomicU32; 2],
 }
 
 /// Derived data, shown by its size only (a state's `Debug` would otherwise list every slot).
@@ -61,10 +62,12 @@ impl AddrIndex {
             return None;
         }
         let addr = addr_of(id);
-        let guess = self.next.load(Ordering::Relaxed) as usize;
-        if tasks.get(guess).is_some_and(|t| addr_of(&t.spec.id) == addr) {
-            self.next.store(guess as u32 + 1, Ordering::Relaxed);
-            return Some(guess);
+        for next in &self.next {
+            let guess = next.load(Ordering::Relaxed) as usize;
+            if tasks.get(guess).is_some_and(|t| addr_of(&t.spec.id) == addr) {
+                next.store(guess as u32 + 1, Ordering::Relaxed);
+                return Some(guess);
+            }
         }
         let mask = self.slots.len() - 1;
         let mut k = self.home(addr);
@@ -77,7 +80,9 @@ impl AddrIndex {
                 .get(pos as usize)
                 .is_some_and(|t| addr_of(&t.spec.id) == addr)
             {
-                self.next.store(pos.wrapping_add(1), Ordering::Relaxed);
+                let [a, b] = &self.next;
+                b.store(a.load(Ordering::Relaxed), Ordering::Relaxed);
+                a.store(pos.wrapping_add(1), Ordering::Relaxed);
                 return Some(pos as usize);
             }
             k = (k + 1) & mask;
@@ -165,9 +170,11 @@ mod tests {
         let all = tasks(300);
         let mut index = AddrIndex::default();
         index.extend(0, &all);
-        // In order (the guess hits), backwards, and by strides (it misses): always right.
-        let orders: [Vec<usize>; 3] = [
+        // In order and in two interleaved runs (the guesses hit), backwards, and by strides
+        // (they miss): always right.
+        let orders: [Vec<usize>; 4] = [
             (0..300).collect(),
+            (0..150).flat_map(|i| [i, i + 150]).collect(),
             (0..300).rev().collect(),
             (0..300).map(|i| (i * 7) % 300).collect(),
         ];
