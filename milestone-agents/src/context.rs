@@ -205,6 +205,42 @@ impl RunRouter {
     }
 }
 
+/// The allocations of ended runs' contexts, kept for the next runs (the orchestrator's): a
+/// run that finishes when first polled then costs no allocation for its context.
+///
+/// Only a context nobody holds any more is kept ([`recycle`](ContextPool::recycle) is given
+/// the last handle, the run's token): no runner, report or `cancelled` future can see it
+/// reset.
+#[derive(Default)]
+pub(crate) struct ContextPool {
+    spare: Vec<Arc<Shared>>,
+}
+
+/// Contexts kept at most: as many as runs usually end together.
+const POOL_MAX: usize = 256;
+
+impl ContextPool {
+    /// Keeps the allocation behind `token` when it is a run's and `token` is its last handle;
+    /// it is reset as new (no progress, not cancelled, no waiters).
+    pub(crate) fn recycle(&mut self, token: CancelToken) {
+        let TokenRef::Run(mut shared) = token.inner else {
+            return;
+        };
+        if self.spare.len() >= POOL_MAX {
+            return;
+        }
+        if let Some(s) = Arc::get_mut(&mut shared)
+            && let Ok(wakers) = s.cancel.wakers.get_mut()
+        {
+            wakers.clear();
+            *s.last.get_mut() = 0;
+            *s.cancel.cancelled.get_mut() = false;
+            *s.cancel.next.get_mut() = 0;
+            self.spare.push(shared);
+        }
+    }
+}
+
 /// What the clones of one context share.
 struct Shared {
     sink: Sink,
@@ -275,6 +311,30 @@ impl AgentContext {
             },
             shared,
         }
+    }
+
+    /// A context of one orchestrator run, as [`for_run`](AgentContext::for_run), in an
+    /// allocation `pool` kept from an ended run when it has one.
+    pub(crate) fn for_run_in(
+        pool: &mut ContextPool,
+        router: &Arc<RunRouter>,
+        key: u64,
+    ) -> AgentContext {
+        while let Some(mut shared) = pool.spare.pop() {
+            if let Some(s) = Arc::get_mut(&mut shared)
+                && let Sink::Run(r, k) = &mut s.sink
+                && Arc::ptr_eq(r, router)
+            {
+                *k = key;
+                return AgentContext {
+                    cancel: CancelToken {
+                        inner: TokenRef::Run(Arc::clone(&shared)),
+                    },
+                    shared,
+                };
+            }
+        }
+        AgentContext::for_run(Arc::clone(router), key)
     }
 
     /// A context whose reports go nowhere, cancelled through `cancel`.
@@ -373,6 +433,60 @@ mod tests {
     use super::*;
     use futures::FutureExt;
     use proptest::prelude::*;
+
+    /// An ended run's context is reused only when nobody holds it any more, and then as new:
+    /// no progress mark, not cancelled, its reports tagged with the new key.
+    #[test]
+    fn a_pooled_context_is_reused_only_when_unheld_and_starts_afresh() {
+        let (router, mut rx) = RunRouter::new();
+        let mut pool = ContextPool::default();
+        let ctx = AgentContext::for_run_in(&mut pool, &router, 1);
+        let token = ctx.cancel_token().clone();
+        ctx.report_progress(0.7);
+        token.cancel();
+        drop(ctx);
+        pool.recycle(token);
+        assert_eq!(pool.spare.len(), 1);
+        let again = AgentContext::for_run_in(&mut pool, &router, 2);
+        assert!(pool.spare.is_empty());
+        assert!(!again.is_cancelled());
+        assert_eq!(again.last_progress(), Progress::from_basis_points(0));
+        again.report_progress(0.1);
+        assert_eq!(
+            rx.try_recv().ok(),
+            Some((1, Report::Progress(Progress::from_basis_points(7_000))))
+        );
+        assert_eq!(
+            rx.try_recv().ok(),
+            Some((2, Report::Progress(Progress::from_basis_points(1_000))))
+        );
+        // Still held (a runner kept a clone, a `cancelled` future waits): not kept.
+        let kept = again.clone();
+        let waiting = again.cancelled();
+        pool.recycle(again.cancel_token().clone());
+        drop(again);
+        assert!(pool.spare.is_empty());
+        let third = AgentContext::for_run_in(&mut pool, &router, 3);
+        kept.cancel_token().cancel();
+        assert!(!third.is_cancelled());
+        assert!(waiting.now_or_never().is_some());
+        // A host's token is never pooled; nor is a context of another router.
+        pool.recycle(CancelToken::new());
+        assert!(pool.spare.is_empty());
+        let (other, _rx) = RunRouter::new();
+        let foreign = AgentContext::for_run_in(&mut pool, &other, 4);
+        let t = foreign.cancel_token().clone();
+        drop(foreign);
+        pool.recycle(t);
+        assert_eq!(pool.spare.len(), 1);
+        let fresh = AgentContext::for_run_in(&mut pool, &router, 5);
+        assert!(pool.spare.is_empty());
+        fresh.report_progress(0.2);
+        assert_eq!(
+            rx.try_recv().ok(),
+            Some((5, Report::Progress(Progress::from_basis_points(2_000))))
+        );
+    }
 
     /// A run's context: reports reach the router tagged with the run's key, and its token
     /// (in the same allocation) cancels every clone and wakes waiters.

@@ -26,7 +26,7 @@ use super::builder::ModePolicy;
 use super::gate::GateVerdict;
 use super::metrics::{ExecutionMetrics, PhaseTiming, Report};
 use super::{Inner, OrchestratorError, tag_of};
-use crate::context::{AgentContext, CancelToken, Report as RunReport, RunRouter};
+use crate::context::{AgentContext, CancelToken, ContextPool, Report as RunReport, RunRouter};
 use crate::output::{AgentError, AgentOutput, result_input};
 use crate::registry::{RegistryError, RunnerSource};
 use crate::request::AgentRequest;
@@ -182,6 +182,8 @@ pub(crate) struct Drive<'a> {
     #[allow(clippy::vec_box)]
     launches: Vec<Box<StartCommand>>,
     router: Arc<RunRouter>,
+    /// Contexts of ended runs, reused by the next ones.
+    contexts: ContextPool,
     reports: mpsc::UnboundedReceiver<(u64, RunReport)>,
     first: bool,
     last_now: Timestamp,
@@ -370,6 +372,7 @@ impl<'a> Drive<'a> {
             sleep: None,
             launches: Vec::new(),
             router,
+            contexts: ContextPool::default(),
             reports,
             first: true,
         })
@@ -525,7 +528,7 @@ impl<'a> Drive<'a> {
             started_at: self.last_now,
             cache: start.reusable.then_some(start.cache_key),
         });
-        let ctx = AgentContext::for_run(Arc::clone(&self.router), key);
+        let ctx = AgentContext::for_run_in(&mut self.contexts, &self.router, key);
         if let Some(run) = self.runs.get_mut(key) {
             run.token = Some(ctx.cancel_token().clone());
         }
@@ -558,13 +561,18 @@ impl<'a> Drive<'a> {
             )));
         };
         let deadline = request.deadline;
-        let token = ctx.cancel_token().clone();
         match runner.run_now(request, ctx, cx) {
+            // Settled by `finish_run`, with the run's token.
             RunNow::Done(result) => {
-                self.finish_run(key, settle(result, &token), Some(Via::Direct));
+                self.finish_run(key, result, Some(Via::Direct));
                 None
             }
             RunNow::Pending(run) => {
+                let token = self
+                    .runs
+                    .get(key)
+                    .and_then(|m| m.token.clone())
+                    .unwrap_or_default();
                 // Pending in-process runs are rare: the label is made only for them.
                 let work = self
                     .runs
@@ -814,8 +822,16 @@ impl<'a> Drive<'a> {
 
     /// Run `key` ended with `result`: its input joins the batch.
     fn finish_run(&mut self, key: u64, result: Result<AgentOutput, AgentError>, via: Option<Via>) {
-        let Some(run) = self.runs.take(key) else {
+        let Some(mut run) = self.runs.take(key) else {
             return;
+        };
+        let result = match run.token.take() {
+            Some(token) => {
+                let result = settle(result, &token);
+                self.contexts.recycle(token);
+                result
+            }
+            None => result,
         };
         self.metrics.busy_ms += self.last_now.millis_since(run.started_at);
         if let Some(via) = via {
