@@ -182,6 +182,12 @@ impl Clock for SystemClock {
             .duration_since(UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
             .unwrap_or(0);
+        // Within one millisecond of the last reading (the common case) a load is enough: the
+        // read-modify-write is only for a reading that moves the mark on.
+        let prev = LAST_NOW.load(Ordering::Acquire);
+        if wall <= prev {
+            return Timestamp(prev);
+        }
         let prev = LAST_NOW.fetch_max(wall, Ordering::AcqRel);
         Timestamp(prev.max(wall))
     }
@@ -491,6 +497,36 @@ mod tests {
                 deadline: Timestamp(0)
             })
         );
+    }
+
+    #[test]
+    fn system_clock_reads_the_wall_time_and_never_goes_back_across_threads() {
+        let before = SystemClock::new().now();
+        let readers: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    let clock = SystemClock::new();
+                    let mut last = before;
+                    for _ in 0..20_000 {
+                        let now = clock.now();
+                        assert!(now >= last, "{now:?} after {last:?}");
+                        last = now;
+                    }
+                    last
+                })
+            })
+            .collect();
+        for r in readers {
+            let last = r.join().expect("reader");
+            let wall = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .expect("after the epoch")
+                .as_millis() as u64;
+            // The last reading is the wall time of then, so no later than now (a second of
+            // slack for a system clock stepped back meanwhile).
+            assert!(last.as_millis() <= wall + 1_000, "{last:?} vs {wall}");
+        }
+        assert!(SystemClock::new().now() >= before);
     }
 
     #[test]
