@@ -28,6 +28,7 @@ impl Engine {
         self.np = np;
         self.receiver = wf.position(wf.task_phase().as_str()).unwrap_or(np - 1);
         self.nodes.clear();
+        self.edges.clear();
         self.recent.clear();
         self.ready.clear();
         self.parked.clear();
@@ -57,21 +58,31 @@ impl Engine {
                 t.spec.priority,
                 t.spec.progress_weight(),
             );
-            n.deps = t
-                .spec
-                .dependencies
-                .iter()
-                .filter_map(|d| state.task_position(d.as_str()))
-                .map(|j| (np + j) as u32)
-                .collect();
+            n.deps = self.edges.add_deps(
+                t.spec
+                    .dependencies
+                    .iter()
+                    .filter_map(|d| state.task_position(d.as_str()))
+                    .map(|j| (np + j) as u32),
+            );
             self.nodes.push(n);
         }
+        // Dependents, packed: counted, laid out, then filled in task order.
+        let mut counts = vec![0u32; self.nodes.len()];
+        for &d in &self.edges.deps {
+            counts[d as usize] += 1;
+        }
+        let spans = self.edges.reserve_dependents(&counts);
+        for (n, span) in self.nodes.iter_mut().zip(spans) {
+            n.dependents = span;
+        }
         for i in np..self.nodes.len() {
-            let deps = std::mem::take(&mut self.nodes[i].deps);
-            for &d in deps.iter() {
-                self.nodes[d as usize].dependents.push(i as u32);
+            for k in self.nodes[i].deps.range() {
+                let d = self.edges.deps[k] as usize;
+                let mut span = self.nodes[d].dependents;
+                self.edges.push_dependent(&mut span, i as u32);
+                self.nodes[d].dependents = span;
             }
-            self.nodes[i].deps = deps;
         }
         let receiver_id = wf.task_phase().clone();
         for n in &mut self.nodes {
@@ -154,8 +165,7 @@ impl Engine {
         }
         // Waiting counts, open tasks, ready tasks.
         for i in np..self.nodes.len() {
-            let waiting = self.nodes[i]
-                .deps
+            let waiting = self.edges.deps[self.nodes[i].deps.range()]
                 .iter()
                 .filter(|&&d| self.nodes[d as usize].st != NodeState::Done)
                 .count() as u32;
@@ -182,8 +192,7 @@ impl Engine {
     /// along the dependencies of earlier tasks.
     fn compute_task_cp(&mut self, from: usize) {
         for i in (from..self.nodes.len()).rev() {
-            let best = self.nodes[i]
-                .dependents
+            let best = self.edges.dependents[self.nodes[i].dependents.range()]
                 .iter()
                 .map(|&d| self.nodes[d as usize].cp)
                 .max()
@@ -192,7 +201,7 @@ impl Engine {
         }
         let mut work: Vec<u32> = Vec::new();
         for i in from..self.nodes.len() {
-            for &d in self.nodes[i].deps.iter() {
+            for &d in &self.edges.deps[self.nodes[i].deps.range()] {
                 if (d as usize) < from {
                     work.push(d);
                 }
@@ -200,8 +209,7 @@ impl Engine {
         }
         while let Some(d) = work.pop() {
             let d = d as usize;
-            let best = self.nodes[d]
-                .dependents
+            let best = self.edges.dependents[self.nodes[d].dependents.range()]
                 .iter()
                 .map(|&x| self.nodes[x as usize].cp)
                 .max()
@@ -209,7 +217,7 @@ impl Engine {
             let cp = self.nodes[d].est.saturating_add(best);
             if cp > self.nodes[d].cp {
                 self.nodes[d].cp = cp;
-                work.extend(self.nodes[d].deps.iter().copied());
+                work.extend_from_slice(&self.edges.deps[self.nodes[d].deps.range()]);
             }
         }
     }
@@ -749,7 +757,7 @@ impl Engine {
             // A task's dependencies that produced no data are left out: a plain graph starts
             // its tasks without allocating or hashing anything per dependency (and without
             // reading their states at all while no task has produced data).
-            for &d in self.nodes[i].deps.iter() {
+            for &d in &self.edges.deps[self.nodes[i].deps.range()] {
                 let Some(o) = &self.state.tasks()[d as usize - self.np].item.output else {
                     continue;
                 };
@@ -1047,17 +1055,20 @@ impl Engine {
         let receiver_id = self.state.workflow().task_phase().clone();
         for t in tasks {
             let mut n = Node::new(ItemRef::Task(t.id.clone()), t.priority, t.progress_weight());
-            n.deps = t
-                .dependencies
-                .iter()
-                .filter_map(|d| self.state.task_position(d.as_str()))
-                .map(|j| (np + j) as u32)
-                .collect();
+            n.deps = self.edges.add_deps(
+                t.dependencies
+                    .iter()
+                    .filter_map(|d| self.state.task_position(d.as_str()))
+                    .map(|j| (np + j) as u32),
+            );
             let idx = self.nodes.len() as u32;
             let mut waiting = 0;
-            for &d in n.deps.iter() {
-                let dn = &mut self.nodes[d as usize];
-                dn.dependents.push(idx);
+            for k in n.deps.range() {
+                let d = self.edges.deps[k] as usize;
+                let mut span = self.nodes[d].dependents;
+                self.edges.push_dependent(&mut span, idx);
+                let dn = &mut self.nodes[d];
+                dn.dependents = span;
                 if dn.st != NodeState::Done {
                     waiting += 1;
                 }
@@ -1100,8 +1111,8 @@ impl Engine {
     pub(super) fn task_done(&mut self, i: usize) {
         self.nodes[i].st = NodeState::Done;
         self.tasks_open = self.tasks_open.saturating_sub(1);
-        for k in 0..self.nodes[i].dependents.len() {
-            let d = self.nodes[i].dependents[k] as usize;
+        for k in self.nodes[i].dependents.range() {
+            let d = self.edges.dependents[k] as usize;
             let n = &mut self.nodes[d];
             n.waiting = n.waiting.saturating_sub(1);
             if n.waiting == 0 && n.st == NodeState::Pending {

@@ -120,7 +120,7 @@ pub use recovery::backoff_delay_ms;
 use crate::event::{Event, Slot};
 use crate::state::{ItemRef, MilestoneState};
 use crate::units::Timestamp;
-use node::{Node, ReadyQueue};
+use node::{Edges, Node, ReadyQueue};
 use planning::Planning;
 
 /// A timer: (time, node, attempt).
@@ -155,6 +155,8 @@ pub struct Engine {
     /// A `Finished` command was emitted.
     over: bool,
     nodes: Vec<Node>,
+    /// The task graph's edges (the nodes hold their spans).
+    edges: Edges,
     np: usize,
     receiver: usize,
     /// Effective phase dependencies (workflow's, plus the chain when sequential).
@@ -308,6 +310,7 @@ impl Engine {
             config,
             over: false,
             nodes: Vec::new(),
+            edges: Edges::default(),
             np: 0,
             receiver: 0,
             preds: Vec::new(),

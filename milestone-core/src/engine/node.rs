@@ -29,6 +29,89 @@ pub(crate) enum NodeState {
     Done,
 }
 
+/// Where a node's list lies in one of the [`Edges`] arenas, and how much room it has there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Span {
+    pub(crate) at: u32,
+    pub(crate) len: u32,
+    pub(crate) cap: u32,
+}
+
+impl Span {
+    /// The positions of its entries in the arena.
+    #[inline]
+    pub(crate) fn range(self) -> std::ops::Range<usize> {
+        self.at as usize..self.at as usize + self.len as usize
+    }
+}
+
+/// The task graph's edges in two flat arenas: each node's dependencies (fixed when the node
+/// joins) and its dependents (which grow as tasks join). A completion reads its dependents
+/// from one array, in order, where a list per node was an allocation of its own to chase.
+/// Positions are `u32`, as node positions are.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Edges {
+    pub(crate) deps: Vec<u32>,
+    pub(crate) dependents: Vec<u32>,
+}
+
+impl Edges {
+    pub(crate) fn clear(&mut self) {
+        self.deps.clear();
+        self.dependents.clear();
+    }
+
+    /// Stores a node's dependencies (appended: they never change).
+    pub(crate) fn add_deps(&mut self, deps: impl IntoIterator<Item = u32>) -> Span {
+        let at = self.deps.len();
+        self.deps.extend(deps);
+        let len = (self.deps.len() - at) as u32;
+        Span {
+            at: at as u32,
+            len,
+            cap: len,
+        }
+    }
+
+    /// Lays out the dependents of every node from their counts (`counts[i]` for node `i`),
+    /// packed in node order: each span gets its room, filled by
+    /// [`push_dependent`](Edges::push_dependent).
+    pub(crate) fn reserve_dependents(&mut self, counts: &[u32]) -> Vec<Span> {
+        let total: usize = counts.iter().map(|&c| c as usize).sum();
+        self.dependents.clear();
+        self.dependents.resize(total, 0);
+        let mut at = 0u32;
+        counts
+            .iter()
+            .map(|&cap| {
+                let span = Span { at, len: 0, cap };
+                at += cap;
+                span
+            })
+            .collect()
+    }
+
+    /// Adds `d` to the dependents at `span`. A full span moves to the end of the arena with
+    /// twice the room (or grows in place when it is already last): amortized O(1).
+    pub(crate) fn push_dependent(&mut self, span: &mut Span, d: u32) {
+        if span.len == span.cap {
+            let cap = (span.cap * 2).max(4);
+            let end = span.at as usize + span.cap as usize;
+            if end == self.dependents.len() && span.cap > 0 {
+                self.dependents.resize(span.at as usize + cap as usize, 0);
+            } else {
+                let at = self.dependents.len();
+                self.dependents.extend_from_within(span.range());
+                self.dependents.resize(at + cap as usize, 0);
+                span.at = at as u32;
+            }
+            span.cap = cap;
+        }
+        self.dependents[span.at as usize + span.len as usize] = d;
+        span.len += 1;
+    }
+}
+
 /// One phase or task. `repr(C)` with the fields a completion touches on each dependent
 /// (state, waiting count, dependents, dependencies) first and next to each other, so that
 /// they mostly share a cache line: finishing a task updates nodes spread over the whole graph.
@@ -40,10 +123,11 @@ pub(crate) struct Node {
     pub(crate) waiting: u32,
     /// Position in `Engine::running` while running.
     pub(crate) slot: u32,
-    /// Tasks depending on this one.
-    pub(crate) dependents: Vec<u32>,
-    /// Task dependencies (node indices); for phases, unused (see `Engine::preds`).
-    pub(crate) deps: Box<[u32]>,
+    /// Tasks depending on this one, in [`Edges::dependents`].
+    pub(crate) dependents: Span,
+    /// Task dependencies (node indices), in [`Edges::deps`]; for phases, empty (see
+    /// `Engine::preds`).
+    pub(crate) deps: Span,
     pub(crate) item: ItemRef,
     /// The content hash of (phase, item), extended with the input at each start.
     pub(crate) ident: u64,
@@ -72,8 +156,8 @@ impl Node {
             priority,
             est,
             cp: est,
-            deps: Box::new([]),
-            dependents: Vec::new(),
+            deps: Span::default(),
+            dependents: Span::default(),
             waiting: 0,
             st: NodeState::Pending,
             attempts: 0,
@@ -203,6 +287,40 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Dependents laid out from counts, then pushed onto any node in any order (beyond
+        /// the counts too: tasks joining later), read back as a list per node would; the
+        /// dependencies stored read back as given.
+        #[test]
+        fn edges_read_back_like_a_list_per_node(
+            counts in proptest::collection::vec(0u32..4, 1..12),
+            pushes in proptest::collection::vec((0usize..12, 0u32..1000), 0..120),
+            deps in proptest::collection::vec(proptest::collection::vec(0u32..50, 0..5), 0..8),
+        ) {
+            let mut edges = Edges::default();
+            let mut spans = edges.reserve_dependents(&counts);
+            let mut model: Vec<Vec<u32>> = vec![Vec::new(); counts.len()];
+            for (node, d) in pushes {
+                let node = node % counts.len();
+                edges.push_dependent(&mut spans[node], d);
+                model[node].push(d);
+                for (span, list) in spans.iter().zip(&model) {
+                    prop_assert_eq!(&edges.dependents[span.range()], list.as_slice());
+                }
+            }
+            // Spans never overlap.
+            let mut taken: Vec<(u32, u32)> = spans.iter().map(|s| (s.at, s.at + s.cap)).collect();
+            taken.sort_unstable();
+            for w in taken.windows(2) {
+                prop_assert!(w[0].1 <= w[1].0, "{:?} overlaps {:?}", w[0], w[1]);
+            }
+            let stored: Vec<Span> = deps.iter().map(|d| edges.add_deps(d.iter().copied())).collect();
+            for (span, d) in stored.iter().zip(&deps) {
+                prop_assert_eq!(&edges.deps[span.range()], d.as_slice());
+            }
+            edges.clear();
+            prop_assert!(edges.deps.is_empty() && edges.dependents.is_empty());
+        }
 
         /// Any interleaving of pushes and pops gives what a plain binary heap gives.
         #[test]
