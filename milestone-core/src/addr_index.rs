@@ -64,8 +64,11 @@ impl AddrIndex {
         let addr = addr_of(id);
         for next in &self.next {
             let guess = next.load(Ordering::Relaxed) as usize;
-            if tasks.get(guess).is_some_and(|t| addr_of(&t.spec.id) == addr) {
-                next.store(guess as u32 + 1, Ordering::Relaxed);
+            if tasks
+                .get(guess)
+                .is_some_and(|t| addr_of(&t.spec.id) == addr)
+            {
+                next.store((guess as u32).wrapping_add(1), Ordering::Relaxed);
                 return Some(guess);
             }
         }

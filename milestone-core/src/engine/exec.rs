@@ -296,6 +296,16 @@ impl Engine {
     /// runs).
     #[inline(always)]
     pub(super) fn task_ready(&mut self, i: usize) {
+        // The task's state is read when it starts, usually a few completions from now, and
+        // tasks become ready in no particular order: reading it now lets that cache miss
+        // overlap with the rest of this completion instead of stalling the start (W3 of the
+        // engine bench, cold caches: 20-25 % faster). The value itself is not needed.
+        std::hint::black_box(
+            self.state
+                .tasks()
+                .get(i.wrapping_sub(self.np))
+                .map(|t| t.item.attempts),
+        );
         if self.nodes[self.receiver].in_progress() {
             self.queue(i);
         } else {
