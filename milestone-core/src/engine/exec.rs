@@ -807,18 +807,24 @@ impl Engine {
                 matches!(nodes[*n as usize].st, NodeState::Running { attempt, .. } if attempt == *a)
             });
         }
-        out.commands.push(Command::Start(Box::new(StartCommand {
-            work,
-            role,
-            input,
-            attempt,
-            deadline: Timestamp(deadline),
-            budget,
-            idempotency_key,
-            cache_key,
-            reusable,
-            degraded,
-        })));
+        // Allocated first and written in place: `Box::new` built the command on the stack and
+        // copied it over.
+        let slot = Box::new_uninit();
+        out.commands.push(Command::Start(Box::write(
+            slot,
+            StartCommand {
+                work,
+                role,
+                input,
+                attempt,
+                deadline: Timestamp(deadline),
+                budget,
+                idempotency_key,
+                cache_key,
+                reusable,
+                degraded,
+            },
+        )));
         Ok(())
     }
 
