@@ -671,6 +671,7 @@ impl Engine {
 
     /// Queues the parked tasks that are ready (the task phase is in progress now).
     fn unpark(&mut self) {
+        self.ready.reserve(self.parked.len());
         for t in std::mem::take(&mut self.parked) {
             let t = t as usize;
             if self.nodes[t].st == NodeState::Pending && self.nodes[t].waiting == 0 {

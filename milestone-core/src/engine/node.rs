@@ -258,6 +258,12 @@ impl<T: Ord + Copy> ReadyQueue<T> {
         self.run.len() + self.heap.len()
     }
 
+    /// Room for `n` more keys arriving in order (a batch of tasks readied at once), so that
+    /// the run is not regrown and copied step by step.
+    pub(crate) fn reserve(&mut self, n: usize) {
+        self.run.reserve(n);
+    }
+
     /// Keeps the keys `keep` accepts (the run stays in order).
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
         self.run.retain(&mut keep);
