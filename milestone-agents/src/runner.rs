@@ -169,13 +169,12 @@ where
     let deadline = request.deadline;
     let work = request.work.clone();
     let token = ctx.cancel_token().clone();
-    let mut run = runner.run(request, ctx);
-    // Poll once before arming a timer: in-process runners usually finish at once and then
-    // cost no timer at all.
-    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(run.as_mut().poll(cx))).await;
-    match first {
-        std::task::Poll::Ready(result) => settle(result, &token),
-        std::task::Poll::Pending => {
+    // Started through `run_now` (polled once, with no future at all for a plain function)
+    // before a timer is armed: in-process runners usually finish at once and then cost no
+    // timer.
+    match futures::future::lazy(|cx| runner.run_now(request, ctx, cx)).await {
+        RunNow::Done(result) => settle(result, &token),
+        RunNow::Pending(run) => {
             finish_by_deadline(runner, &work, deadline, token, clock, run).await
         }
     }

@@ -144,6 +144,54 @@ fn run_now_answers_at_once_or_hands_back_the_polled_run() {
     }
 }
 
+/// A runner that answers in `run_now` and never in `run`.
+#[derive(Debug)]
+struct AnswersNow;
+
+#[async_trait::async_trait]
+impl AgentRunner for AnswersNow {
+    fn name(&self) -> &str {
+        "now"
+    }
+    async fn available(&self) -> bool {
+        true
+    }
+    async fn run(&self, _: AgentRequest, _: AgentContext) -> Result<AgentOutput, AgentError> {
+        futures::future::pending().await
+    }
+    fn run_now<'a>(&'a self, _: AgentRequest, _: AgentContext, _: &mut Context<'_>) -> RunNow<'a> {
+        RunNow::Done(Ok(AgentOutput::new("now")))
+    }
+}
+
+/// `run_with_deadline` starts a run through `run_now`: what answers there is the result, with
+/// no timer and no future; a run that timed itself out has its context cancelled.
+#[test]
+fn run_with_deadline_starts_runs_through_run_now() {
+    let clock = ManualClock::new(Timestamp(0));
+    let (ctx, _h) = AgentContext::new();
+    let out = block_on(run_with_deadline(
+        &AnswersNow,
+        request(Timestamp(10)),
+        ctx,
+        &clock,
+    ));
+    assert_eq!(out.map(|o| o.summary).ok().as_deref(), Some("now"));
+    let gave_up = FnAgent::sync("late", |_| Err(AgentError::timed_out("gave up")));
+    let (ctx, _h) = AgentContext::new();
+    let result = block_on(run_with_deadline(
+        &gave_up,
+        request(Timestamp(10)),
+        ctx.clone(),
+        &clock,
+    ));
+    assert!(
+        matches!(result, Err(AgentError::TimedOut { .. })),
+        "{result:?}"
+    );
+    assert!(ctx.is_cancelled());
+}
+
 /// Awaits `run` while cancelling it through `handle` once it has announced itself; the run
 /// must end with `Cancelled`.
 fn cancel_once_started(

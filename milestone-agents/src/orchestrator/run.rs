@@ -568,16 +568,11 @@ impl<'a> Drive<'a> {
                 None
             }
             RunNow::Pending(run) => {
-                let token = self
-                    .runs
-                    .get(key)
-                    .and_then(|m| m.token.clone())
-                    .unwrap_or_default();
                 // Pending in-process runs are rare: the label is made only for them.
-                let work = self
-                    .runs
-                    .get(key)
-                    .map_or_else(|| "a run".to_owned(), |m| m.work.to_string());
+                let (work, token) = self.runs.get(key).map_or_else(
+                    || ("a run".to_owned(), CancelToken::default()),
+                    |m| (m.work.to_string(), m.token.clone().unwrap_or_default()),
+                );
                 Some(Box::pin(async move {
                     let result =
                         finish_by_deadline(runner, &work, deadline, token, &*inner.clock, run)
