@@ -79,9 +79,8 @@ impl Engine {
         for i in np..self.nodes.len() {
             for k in self.nodes[i].deps.range() {
                 let d = self.edges.deps[k] as usize;
-                let mut span = self.nodes[d].dependents;
-                self.edges.push_dependent(&mut span, i as u32);
-                self.nodes[d].dependents = span;
+                self.edges
+                    .push_dependent(&mut self.nodes[d].dependents, i as u32);
             }
         }
         let receiver_id = wf.task_phase().clone();
@@ -1082,11 +1081,9 @@ impl Engine {
             let mut waiting = 0;
             for k in n.deps.range() {
                 let d = self.edges.deps[k] as usize;
-                let mut span = self.nodes[d].dependents;
-                self.edges.push_dependent(&mut span, idx);
-                let dn = &mut self.nodes[d];
-                dn.dependents = span;
-                if dn.st != NodeState::Done {
+                self.edges
+                    .push_dependent(&mut self.nodes[d].dependents, idx);
+                if self.nodes[d].st != NodeState::Done {
                     waiting += 1;
                 }
             }
