@@ -1,11 +1,12 @@
 //! The engine alone on W1/W2/W3 (no-op tasks, limit 64), next to the floor scheduler, in the
 //! same criterion group. The engine's driver is the least a host can do: take the start
-//! commands, answer each with a default output, reuse one `Step`.
+//! commands, answer each with an empty output (`CompactOutput::default()`, which allocates
+//! nothing and has nothing to convert), reuse one `Step`.
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use milestone_benches::{floor, workloads};
 use milestone_core::engine::{Command, Engine, EngineConfig, Input, StartMode, Step, Work};
-use milestone_core::{ItemOutput, Timestamp};
+use milestone_core::{CompactOutput, Timestamp};
 
 const LIMIT: usize = 64;
 
@@ -40,7 +41,7 @@ fn drive(engine: &mut Engine) -> usize {
                 Input::Finished {
                     work,
                     attempt,
-                    output: ItemOutput::default().into(),
+                    output: CompactOutput::default(),
                 },
                 now,
                 &mut step,

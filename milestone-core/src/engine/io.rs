@@ -177,7 +177,8 @@ pub enum Input {
         work: Work,
         /// Its attempt.
         attempt: u32,
-        /// What it produced (`ItemOutput::into()` makes one).
+        /// What it produced (`ItemOutput::into()` makes one; `CompactOutput::default()` is
+        /// the empty output, with nothing to allocate or convert).
         output: CompactOutput,
     },
     /// The work failed (transient, permanent, timeout, unavailable, …).
