@@ -1215,6 +1215,57 @@ fn completion_commits_checkpoints_tags_and_merges() {
     );
 }
 
+/// The wake-ups the engine asks for: one for the earliest live deadline; a new one when a
+/// later start has an earlier deadline than the wake-up asked for; none while the one asked for
+/// is still ahead and no deadline is earlier; and, once it comes, one for the next live deadline
+/// (an item that finished in between no longer counts).
+#[test]
+fn wake_ups_follow_the_earliest_live_deadline() {
+    let wakes = |step: &Step| -> Vec<u64> {
+        step.commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::WakeAt(t) => Some(t.0),
+                _ => None,
+            })
+            .collect()
+    };
+    let finished = |id: &str| Input::Finished {
+        work: Work::Item(ItemRef::Phase(PhaseId::new(id).unwrap())),
+        attempt: 1,
+        output: ItemOutput {
+            artifacts: vec![Artifact {
+                name: format!("{id}-doc"),
+                kind: "doc".into(),
+                body: ArtifactBody::Inline("x".into()),
+            }],
+            ..ItemOutput::default()
+        }
+        .into(),
+    };
+    // a and c start together; b follows c with a much shorter timeout.
+    let mut b = p("b", 30, &["c"]);
+    b.limits.timeout_ms = 50;
+    let c = case(vec![p("a", 40, &[]), p("c", 30, &[]), b]).strategy(Strategy::ParallelIndependent);
+    let mut engine = Engine::resume(&start_log(&c), c.config.clone()).unwrap();
+    let step = engine
+        .handle(Input::Start(StartMode::Execution), Timestamp(1))
+        .unwrap();
+    assert_eq!(starts(&step).len(), 2);
+    assert_eq!(wakes(&step), vec![1_001]);
+    // c finishes at 10: b starts with a deadline (60) before the wake-up asked for (1001).
+    let step = engine.handle(finished("c"), Timestamp(10)).unwrap();
+    assert_eq!(starts(&step).len(), 1);
+    assert_eq!(wakes(&step), vec![60]);
+    // b finishes at 20: the wake-up at 60 is still ahead, and nothing is earlier.
+    let step = engine.handle(finished("b"), Timestamp(20)).unwrap();
+    assert_eq!(wakes(&step), Vec::<u64>::new());
+    // The tick at 60 finds b done: the next wake-up is a's deadline.
+    let step = engine.handle(Input::Tick, Timestamp(60)).unwrap();
+    assert!(step.events.is_empty(), "{:?}", step.events);
+    assert_eq!(wakes(&step), vec![1_001]);
+}
+
 #[test]
 fn priorities_order_phases() {
     let mut c = case(vec![p("a", 30, &[]), p("b", 30, &[]), p("c", 40, &[])])
