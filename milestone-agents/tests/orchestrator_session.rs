@@ -8,14 +8,26 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use futures::executor::block_on;
-use milestone_agents::orchestrator::{InMemoryCache, Orchestrator, OrchestratorError, PlanSpec};
+use milestone_agents::orchestrator::{
+    InMemoryCache, Orchestrator, OrchestratorBuilder, OrchestratorError, PlanSpec,
+};
 use milestone_core::{Event, MilestoneId, MilestoneStatus, Mode};
 use milestone_state::{Checkpoint, InMemory, Loaded, StateStore, StoreError};
 use orchestrator_support::*;
 
 /// A planned, transitioned milestone `m` in `store`, and an orchestrator over it.
 fn ready(store: Arc<dyn StateStore>, log: &RunLog, m: &MilestoneId) -> Orchestrator {
-    let o = Orchestrator::builder()
+    ready_with(Orchestrator::builder(), store, log, m)
+}
+
+/// As [`ready`], from a builder the test has configured further (a result cache, say).
+fn ready_with(
+    builder: OrchestratorBuilder,
+    store: Arc<dyn StateStore>,
+    log: &RunLog,
+    m: &MilestoneId,
+) -> Orchestrator {
+    let o = builder
         .registry(registry(log))
         .store(store)
         .build()
@@ -99,6 +111,16 @@ struct Failing {
     budget: AtomicUsize,
 }
 
+impl Failing {
+    /// An empty store that does not fail until a budget is set.
+    fn new() -> Arc<Failing> {
+        Arc::new(Failing {
+            inner: InMemory::new(),
+            budget: AtomicUsize::new(usize::MAX),
+        })
+    }
+}
+
 #[async_trait]
 impl StateStore for Failing {
     async fn create(&self, created: &Event) -> Result<u64, StoreError> {
@@ -156,10 +178,7 @@ impl StateStore for Failing {
 #[test]
 fn a_failed_session_is_not_run_again_and_a_new_one_finishes() {
     let log = RunLog::default();
-    let store = Arc::new(Failing {
-        inner: InMemory::new(),
-        budget: AtomicUsize::new(usize::MAX),
-    });
+    let store = Failing::new();
     let m = id("flaky");
     let o = ready(store.clone(), &log, &m);
     // Two more appends succeed, then the store fails.
@@ -187,23 +206,15 @@ fn a_failed_session_is_not_run_again_and_a_new_one_finishes() {
 #[test]
 fn a_completion_the_store_refused_is_not_cached() {
     let log = RunLog::default();
-    let store = Arc::new(Failing {
-        inner: InMemory::new(),
-        budget: AtomicUsize::new(usize::MAX),
-    });
+    let store = Failing::new();
     let cache = Arc::new(InMemoryCache::new());
     let m = id("cached");
-    let o = Orchestrator::builder()
-        .registry(registry(&log))
-        .store(store.clone())
-        .cache(cache.clone())
-        .build()
-        .unwrap();
-    block_on(async {
-        o.plan(PlanSpec::new(m.clone(), "Add login")).await?;
-        o.transition(&m).await
-    })
-    .unwrap();
+    let o = ready_with(
+        Orchestrator::builder().cache(cache.clone()),
+        store.clone(),
+        &log,
+        &m,
+    );
     // The first append of the run (the start of design) succeeds; the one holding design's
     // completion fails.
     store.budget.store(1, Ordering::SeqCst);
