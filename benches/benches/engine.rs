@@ -1,7 +1,11 @@
 //! The engine alone on W1/W2/W3 (no-op tasks, limit 64), next to the floor scheduler, in the
 //! same criterion group. The engine's driver is the least a host can do: take the start
 //! commands, answer each with an empty output (`CompactOutput::default()`, which allocates
-//! nothing and has nothing to convert), reuse one `Step`.
+//! nothing and has nothing to convert), reuse one `Step`. It answers the starts in the order
+//! they came, as the floor's `FuturesUnordered` completes its no-op futures (and as the
+//! orchestrator finishes in-process runs): the oldest running task finishes first.
+
+use std::collections::VecDeque;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use milestone_benches::{floor, workloads};
@@ -21,7 +25,7 @@ fn config() -> EngineConfig {
 fn drive(engine: &mut Engine) -> usize {
     let now = Timestamp(1);
     let mut step = Step::default();
-    let mut queue: Vec<(Work, u32)> = Vec::with_capacity(LIMIT);
+    let mut queue: VecDeque<(Work, u32)> = VecDeque::with_capacity(LIMIT);
     let mut started = 0;
     engine
         .handle_into(Input::Start(StartMode::Execution), now, &mut step)
@@ -30,10 +34,10 @@ fn drive(engine: &mut Engine) -> usize {
         for c in step.commands.drain(..) {
             if let Command::Start(s) = c {
                 started += 1;
-                queue.push((s.work, s.attempt));
+                queue.push_back((s.work, s.attempt));
             }
         }
-        let Some((work, attempt)) = queue.pop() else {
+        let Some((work, attempt)) = queue.pop_front() else {
             break;
         };
         engine
