@@ -3,10 +3,10 @@
 //! floor gets its graph prepared outside the measure, the orchestrator gets its milestone
 //! opened outside it ([`Orchestrator::open`]: the log read and the engine rebuilt, which the
 //! `milestone_100k` bench measures on its own); the measure is the run (`Session::execute`,
-//! its report included), and the session is dropped after it. `execute/W1` measures a whole `execute` call (open, run, drop) for
-//! comparison. Over
-//! `FileStore`: a durable chain step next to one append + fdatasync, and a durable fan-out
-//! (group commit: the completions that arrive together are appended with one sync).
+//! its report included), and the session is dropped after it. `execute/W1` measures a whole
+//! `execute` call (open, run, drop) for comparison. Over `FileStore`: a durable chain step
+//! next to one append + fdatasync, and a durable fan-out (group commit: the completions that
+//! arrive together are appended with one sync).
 
 use std::hint::black_box;
 use std::sync::Arc;
