@@ -314,8 +314,13 @@ mod tests {
                     prop_assert_eq!(&edges.dependents[span.range()], list.as_slice());
                 }
             }
-            // Spans never overlap.
-            let mut taken: Vec<(u32, u32)> = spans.iter().map(|s| (s.at, s.at + s.cap)).collect();
+            // Spans that hold room never overlap (an empty one may sit anywhere: its first push
+            // moves it to the end).
+            let mut taken: Vec<(u32, u32)> = spans
+                .iter()
+                .filter(|s| s.cap > 0)
+                .map(|s| (s.at, s.at + s.cap))
+                .collect();
             taken.sort_unstable();
             for w in taken.windows(2) {
                 prop_assert!(w[0].1 <= w[1].0, "{:?} overlaps {:?}", w[0], w[1]);
