@@ -1,12 +1,15 @@
 //! The whole orchestrator (engine, registry, no-op `FnAgent`s, store appends, reports) on
-//! W1/W2/W3 over the in-memory store, next to the floor scheduler in the same group. As the
-//! floor gets its graph prepared outside the measure, the orchestrator gets its milestone
-//! opened outside it ([`Orchestrator::open`]: the log read and the engine rebuilt, which the
-//! `milestone_100k` bench measures on its own); the measure is the run (`Session::execute`,
-//! its report included), and the session is dropped after it. `execute/W1` measures a whole
-//! `execute` call (open, run, drop) for comparison. Over `FileStore`: a durable chain step
-//! next to one append + fdatasync, and a durable fan-out (group commit: the completions that
-//! arrive together are appended with one sync).
+//! W1/W2/W3 over the in-memory store, next to the floor scheduler in the same group, and next
+//! to `engine+store`: the engine driven with each step appended to the same store and nothing
+//! else ([`hosts::drive_stored`]), the part of the cost that any durable host built on the
+//! engine and the store pays; the rest is the orchestrator's own. As the floor gets its graph
+//! prepared outside the measure, the orchestrator gets its milestone opened outside it
+//! ([`Orchestrator::open`]: the log read and the engine rebuilt, which the `milestone_100k`
+//! bench measures on its own); the measure is the run (`Session::execute`, its report
+//! included), and the session is dropped after it. `execute/W1` measures a whole `execute`
+//! call (open, run, drop) for comparison. Over `FileStore`: a durable chain step next to one
+//! append + fdatasync, and a durable fan-out (group commit: the completions that arrive
+//! together are appended with one sync).
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -16,8 +19,8 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use futures::executor::block_on;
 use milestone_agents::orchestrator::{ModePolicy, Orchestrator};
 use milestone_agents::{AgentOutput, FnAgent, Registry};
-use milestone_benches::{floor, workloads};
-use milestone_core::engine::{EngineConfig, Role};
+use milestone_benches::{floor, hosts, workloads};
+use milestone_core::engine::{Engine, EngineConfig, Role};
 use milestone_core::{Event, ExecutionMode, MilestoneId, MilestoneStatus, Timestamp};
 use milestone_state::{FileStore, InMemory, StateStore};
 
@@ -37,6 +40,13 @@ fn noop_registry() -> Registry {
     r
 }
 
+fn config() -> EngineConfig {
+    EngineConfig {
+        max_concurrency: LIMIT,
+        ..EngineConfig::default()
+    }
+}
+
 fn orchestrator(store: Arc<dyn StateStore>) -> Orchestrator {
     orchestrator_with(store, false)
 }
@@ -49,10 +59,7 @@ fn orchestrator_with(store: Arc<dyn StateStore>, snapshots: bool) -> Orchestrato
         .store(store)
         .snapshot_at_checkpoints(snapshots)
         .mode(ModePolicy::Fixed(ExecutionMode::Direct))
-        .engine_config(EngineConfig {
-            max_concurrency: LIMIT,
-            ..EngineConfig::default()
-        })
+        .engine_config(config())
         .build()
         .expect("valid orchestrator")
 }
@@ -84,6 +91,24 @@ fn in_memory(c: &mut Criterion) {
         group.throughput(Throughput::Elements(w.len() as u64));
         group.bench_function(format!("floor/{}", w.name), |b| {
             b.iter(|| floor::run(&graph, LIMIT))
+        });
+        // The engine and the store alone: what every durable host pays before it runs anything.
+        group.bench_function(format!("engine+store/{}", w.name), |b| {
+            b.iter_batched(
+                || {
+                    let store = InMemory::new();
+                    block_on(fill(&store, &log));
+                    let engine = Engine::resume(&log, config()).expect("resume");
+                    (store, engine)
+                },
+                |(store, mut engine)| {
+                    let v = hosts::drive_stored(&mut engine, &store, &id(), log.len() as u64)
+                        .expect("drive");
+                    black_box(v);
+                    (store, engine)
+                },
+                BatchSize::LargeInput,
+            )
         });
         group.bench_function(format!("orchestrator/{}", w.name), |b| {
             b.iter_custom(|iters| {
