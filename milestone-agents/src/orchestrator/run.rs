@@ -181,6 +181,9 @@ pub(crate) struct Drive<'a> {
     /// command.
     #[allow(clippy::vec_box)]
     launches: Vec<Box<StartCommand>>,
+    /// The commands of a batch that wait (see [`Drive::carry_out`]), in a buffer kept between
+    /// batches.
+    later: Vec<Command>,
     router: Arc<RunRouter>,
     /// Contexts of ended runs, reused by the next ones.
     contexts: ContextPool,
@@ -371,6 +374,7 @@ impl<'a> Drive<'a> {
             inputs: VecDeque::new(),
             sleep: None,
             launches: Vec::new(),
+            later: Vec::new(),
             router,
             contexts: ContextPool::default(),
             reports,
@@ -418,16 +422,17 @@ impl<'a> Drive<'a> {
                     std::mem::swap(&mut launches, &mut drive.launches);
                     // In-process runners usually finish when first polled: they are polled
                     // here, and only those still pending join the set of runs.
-                    let pending: Vec<_> = poll_fn(|cx| {
-                        Poll::Ready(
-                            launches
-                                .drain(..)
-                                .filter_map(|launch| drive.launch_now(launch, cx))
-                                .collect(),
-                        )
+                    // (Moved in as `&mut`: a shared borrow of the runs would need them `Sync`.)
+                    let (this, todo, set) = (&mut *drive, &mut launches, &mut runs);
+                    poll_fn(move |cx| {
+                        for launch in todo.drain(..) {
+                            if let Some(run) = this.launch_now(launch, cx) {
+                                set.push(run);
+                            }
+                        }
+                        Poll::Ready(())
                     })
                     .await;
-                    runs.extend(pending);
                 }
                 drive.metrics.max_parallel = drive
                     .metrics
@@ -713,19 +718,59 @@ impl<'a> Drive<'a> {
                 acc.events.reserve(n);
             }
         }
-        self.carry_out_all(acc, commands).await
-    }
-
-    async fn carry_out_all(
-        &mut self,
-        acc: &mut Step,
-        mut commands: Vec<Command>,
-    ) -> Result<(), OrchestratorError> {
+        // The commands that need no waiting first, without an async call each (the others
+        // wait on the store, git or the host's gate; nothing they do depends on the order).
         for command in commands.drain(..) {
-            self.carry_out(command).await?;
+            if let Some(command) = self.carry_out_now(command) {
+                self.later.push(command);
+            }
         }
         acc.commands = commands;
+        if !self.later.is_empty() {
+            let mut later = std::mem::take(&mut self.later);
+            for command in later.drain(..) {
+                self.carry_out(command).await?;
+            }
+            self.later = later;
+        }
         Ok(())
+    }
+
+    /// Carries out the commands that need no waiting (starts, cancellations, wake-ups, the
+    /// outcome) without an async call each; gives back the others (store snapshots, git, gates)
+    /// for [`carry_out`](Drive::carry_out).
+    fn carry_out_now(&mut self, command: Command) -> Option<Command> {
+        match command {
+            Command::Start(start) => self.launch(start),
+            Command::Cancel { work, attempt } => self.cancel_run(&work, attempt),
+            Command::Checkpoint { .. } if !self.inner.snapshots => {}
+            Command::WakeAt(t) => self.sleep = Some(self.inner.clock.sleep_until(t)),
+            Command::AwaitIntervention { .. } => {}
+            Command::Finished(outcome) => self.outcome = Some(outcome),
+            command @ (Command::Checkpoint { .. }
+            | Command::CommitPhase { .. }
+            | Command::Tag
+            | Command::Merge
+            | Command::AwaitGate { .. }) => return Some(command),
+            _ => {}
+        }
+        None
+    }
+
+    /// A cancel command: the run of `attempt` of `work` is told to stop.
+    fn cancel_run(&mut self, work: &Work, attempt: u32) {
+        // Rare: a scan of the runs not launched yet (a start and its cancellation in one
+        // batch: it never starts), then of the runs in flight.
+        self.launches
+            .retain(|s| !(s.attempt == attempt && s.work == *work));
+        if let Some(run) = self
+            .runs
+            .iter()
+            .find(|r| r.attempt == attempt && r.work == *work)
+            && let Some(token) = &run.token
+        {
+            token.cancel();
+        }
     }
 
     /// What appending `events` will mean: the outputs to cache (taken from those waiting for
@@ -750,30 +795,16 @@ impl<'a> Drive<'a> {
         }
         effects
     }
+    /// The commands [`carry_out_now`](Drive::carry_out_now) gives back: those that wait on the
+    /// store, git or the host's gate.
     async fn carry_out(&mut self, command: Command) -> Result<(), OrchestratorError> {
         match command {
-            Command::Start(start) => self.launch(start),
-            Command::Cancel { work, attempt } => {
-                // Rare: a scan of the runs not launched yet (a start and its cancellation in
-                // one batch: it never starts), then of the runs in flight.
-                self.launches
-                    .retain(|s| !(s.attempt == attempt && s.work == work));
-                if let Some(run) = self
-                    .runs
-                    .iter()
-                    .find(|r| r.attempt == attempt && r.work == work)
-                    && let Some(token) = &run.token
-                {
-                    token.cancel();
-                }
-            }
             Command::Checkpoint { .. } if self.inner.snapshots => {
                 self.inner.store.snapshot(&self.id).await?;
             }
             Command::CommitPhase { phase } => self.commit(&phase).await?,
             Command::Tag => self.tag().await?,
             Command::Merge => self.merge().await?,
-            Command::WakeAt(t) => self.sleep = Some(self.inner.clock.sleep_until(t)),
             Command::AwaitGate { item, attempt } => {
                 let verdict = match &self.inner.gate {
                     Some(gate) => {
@@ -790,8 +821,7 @@ impl<'a> Drive<'a> {
                     message: verdict.message,
                 });
             }
-            Command::AwaitIntervention { .. } => {}
-            Command::Finished(outcome) => self.outcome = Some(outcome),
+            // The others never come here: `carry_out_now` carries them out.
             _ => {}
         }
         Ok(())
