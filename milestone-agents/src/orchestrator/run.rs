@@ -64,6 +64,16 @@ struct Effects {
     timeouts: u64,
 }
 
+/// An append under way: what its events mean, read before the store took them.
+struct Appending {
+    n: u64,
+    /// The version of its first event.
+    first: u64,
+    /// A copy for the event listeners, when there are any.
+    published: Option<Vec<Event>>,
+    effects: Effects,
+}
+
 /// A run that ended: its key in the run table, and what the runner returned.
 struct RunDone {
     key: u64,
@@ -651,20 +661,38 @@ impl<'a> Drive<'a> {
         if events.is_empty() {
             return Ok(());
         }
-        let n = events.len() as u64;
-        let first = self.version + 1;
-        let published = (!self.inner.hub.is_quiet()).then(|| events.clone());
-        // Read before the store takes the events.
-        let effects = self.effects_of(events);
+        let pending = self.before_append(events);
         let v = self
             .inner
             .store
             .append_from(&self.id, self.version, events)
             .await?;
+        self.after_append(pending, v);
+        Ok(())
+    }
+
+    /// What appending `events` will mean, read before the store takes them.
+    fn before_append(&mut self, events: &[Event]) -> Appending {
+        Appending {
+            n: events.len() as u64,
+            first: self.version + 1,
+            published: (!self.inner.hub.is_quiet()).then(|| events.to_vec()),
+            effects: self.effects_of(events),
+        }
+    }
+
+    /// The store holds the events now, up to `version`: they take effect.
+    fn after_append(&mut self, appended: Appending, version: u64) {
+        let Appending {
+            n,
+            first,
+            published,
+            effects,
+        } = appended;
         if let Some(events) = published {
             self.inner.hub.publish(&self.id, first, &events);
         }
-        self.version = v;
+        self.version = version;
         self.metrics.events_appended += n;
         self.metrics.appends += 1;
         self.metrics.failures += effects.failures;
@@ -674,7 +702,6 @@ impl<'a> Drive<'a> {
                 cache.put(key, output);
             }
         }
-        Ok(())
     }
 
     /// As [`append_from`](Drive::append_from), for events the caller keeps (a copy is appended:
@@ -711,7 +738,16 @@ impl<'a> Drive<'a> {
             self.append(&events[k..]).await?;
         } else {
             let n = acc.events.len();
-            self.append_from(&mut acc.events).await?;
+            // As `append_from`, without an async call of its own on every turn of the loop.
+            if n > 0 {
+                let pending = self.before_append(&acc.events);
+                let v = self
+                    .inner
+                    .store
+                    .append_from(&self.id, self.version, &mut acc.events)
+                    .await?;
+                self.after_append(pending, v);
+            }
             // A store that kept the buffer itself leaves none: the next batch gets one as large
             // as this one was, instead of growing one step by step.
             if acc.events.capacity() == 0 {
