@@ -427,7 +427,31 @@ impl<'a> Drive<'a> {
                 drive.feed(input, &mut acc)?;
             }
             if !acc.events.is_empty() || !acc.commands.is_empty() {
-                drive.perform(&mut acc).await?;
+                if drive.must_split(&acc) {
+                    drive.perform_split(&mut acc).await?;
+                } else {
+                    // The batch's events are stored, then its commands carried out: spelled
+                    // out here rather than in an async helper, as this runs on every turn.
+                    if !acc.events.is_empty() {
+                        let n = acc.events.len();
+                        let pending = drive.before_append(&acc.events);
+                        let v = drive
+                            .inner
+                            .store
+                            .append_from(&drive.id, drive.version, &mut acc.events)
+                            .await?;
+                        drive.after_append(pending, v);
+                        // A store that kept the buffer itself leaves none: the next batch gets
+                        // one as large as this one was, instead of growing one step by step.
+                        if acc.events.capacity() == 0 {
+                            acc.events.reserve(n);
+                        }
+                    }
+                    drive.carry_out_commands(&mut acc);
+                    if !drive.later.is_empty() {
+                        drive.carry_out_later().await?;
+                    }
+                }
                 if !drive.launches.is_empty() {
                     std::mem::swap(&mut launches, &mut drive.launches);
                     // In-process runners usually finish when first polled: they are polled
@@ -653,11 +677,10 @@ impl<'a> Drive<'a> {
         Ok(())
     }
 
-    /// Appends the batch's `events`, handing them to the store (moved, not copied, when the
-    /// store keeps events as they are); the buffer is left empty for the next batch. What the
-    /// events mean for the result cache and the metrics takes effect only once the store holds
-    /// them.
-    async fn append_from(&mut self, events: &mut Vec<Event>) -> Result<(), OrchestratorError> {
+    /// Appends a copy of `events`: the few events of a phase commit, a tag, a merge, or a batch
+    /// split around a commit (the loop hands its batches to the store itself, moved, between
+    /// [`before_append`](Drive::before_append) and [`after_append`](Drive::after_append)).
+    async fn append(&mut self, events: &[Event]) -> Result<(), OrchestratorError> {
         if events.is_empty() {
             return Ok(());
         }
@@ -665,7 +688,7 @@ impl<'a> Drive<'a> {
         let v = self
             .inner
             .store
-            .append_from(&self.id, self.version, events)
+            .append_from(&self.id, self.version, &mut events.to_vec())
             .await?;
         self.after_append(pending, v);
         Ok(())
@@ -681,7 +704,8 @@ impl<'a> Drive<'a> {
         }
     }
 
-    /// The store holds the events now, up to `version`: they take effect.
+    /// The store holds the events now, up to `version`: what they mean for the result cache,
+    /// the listeners and the metrics takes effect.
     fn after_append(&mut self, appended: Appending, version: u64) {
         let Appending {
             n,
@@ -704,71 +728,62 @@ impl<'a> Drive<'a> {
         }
     }
 
-    /// As [`append_from`](Drive::append_from), for events the caller keeps (a copy is appended:
-    /// these are the few events of a phase commit, a tag, a merge, or a batch split around a
-    /// commit).
-    async fn append(&mut self, events: &[Event]) -> Result<(), OrchestratorError> {
-        self.append_from(&mut events.to_vec()).await
-    }
-
-    /// Persists the batch's events, then carries out its commands.
-    async fn perform(&mut self, acc: &mut Step) -> Result<(), OrchestratorError> {
-        let mut commands = std::mem::take(&mut acc.commands);
-        // A phase commit asked for in the step that ends the milestone is made (and recorded)
-        // before the final status is appended: a final milestone takes no more phase records.
-        let split = if commands
+    /// Whether the batch asks for a phase commit in the step that ends the milestone (see
+    /// [`perform_split`](Drive::perform_split)).
+    fn must_split(&self, acc: &Step) -> bool {
+        acc.commands
             .iter()
             .any(|c| matches!(c, Command::CommitPhase { .. }))
-        {
-            acc.events
-                .iter()
-                .position(|e| matches!(e, Event::StatusChanged { status, .. } if status.is_final()))
-        } else {
-            None
-        };
-        if let Some(k) = split {
-            let events = std::mem::take(&mut acc.events);
-            self.append(&events[..k]).await?;
-            for c in &commands {
-                if let Command::CommitPhase { phase } = c {
-                    self.commit(phase).await?;
-                }
-            }
-            commands.retain(|c| !matches!(c, Command::CommitPhase { .. }));
-            self.append(&events[k..]).await?;
-        } else {
-            let n = acc.events.len();
-            // As `append_from`, without an async call of its own on every turn of the loop.
-            if n > 0 {
-                let pending = self.before_append(&acc.events);
-                let v = self
-                    .inner
-                    .store
-                    .append_from(&self.id, self.version, &mut acc.events)
-                    .await?;
-                self.after_append(pending, v);
-            }
-            // A store that kept the buffer itself leaves none: the next batch gets one as large
-            // as this one was, instead of growing one step by step.
-            if acc.events.capacity() == 0 {
-                acc.events.reserve(n);
+            && self.final_status_at(&acc.events).is_some()
+    }
+
+    /// The position of the event that makes the milestone final, if any.
+    fn final_status_at(&self, events: &[Event]) -> Option<usize> {
+        events
+            .iter()
+            .position(|e| matches!(e, Event::StatusChanged { status, .. } if status.is_final()))
+    }
+
+    /// Persists a batch whose step asks for a phase commit and ends the milestone, then
+    /// carries out its commands: the commit is made (and recorded) before the final status is
+    /// appended, as a final milestone takes no more phase records.
+    async fn perform_split(&mut self, acc: &mut Step) -> Result<(), OrchestratorError> {
+        let events = std::mem::take(&mut acc.events);
+        let k = self.final_status_at(&events).unwrap_or(events.len());
+        self.append(&events[..k]).await?;
+        for c in &acc.commands {
+            if let Command::CommitPhase { phase } = c {
+                self.commit(phase).await?;
             }
         }
-        // The commands that need no waiting first, without an async call each (the others
-        // wait on the store, git or the host's gate; nothing they do depends on the order).
+        acc.commands
+            .retain(|c| !matches!(c, Command::CommitPhase { .. }));
+        self.append(&events[k..]).await?;
+        self.carry_out_commands(acc);
+        self.carry_out_later().await
+    }
+
+    /// Carries out the batch's commands that need no waiting, without an async call each;
+    /// the others (they wait on the store, git or the host's gate) are left in `later` for
+    /// [`carry_out_later`](Drive::carry_out_later), as nothing the first do depends on that
+    /// order. `acc.commands` is left empty, its buffer kept.
+    fn carry_out_commands(&mut self, acc: &mut Step) {
+        let mut commands = std::mem::take(&mut acc.commands);
         for command in commands.drain(..) {
             if let Some(command) = self.carry_out_now(command) {
                 self.later.push(command);
             }
         }
         acc.commands = commands;
-        if !self.later.is_empty() {
-            let mut later = std::mem::take(&mut self.later);
-            for command in later.drain(..) {
-                self.carry_out(command).await?;
-            }
-            self.later = later;
+    }
+
+    /// Carries out the commands [`carry_out_commands`](Drive::carry_out_commands) left.
+    async fn carry_out_later(&mut self) -> Result<(), OrchestratorError> {
+        let mut later = std::mem::take(&mut self.later);
+        for command in later.drain(..) {
+            self.carry_out(command).await?;
         }
+        self.later = later;
         Ok(())
     }
 
