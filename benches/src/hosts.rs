@@ -95,13 +95,16 @@ pub fn drive_stored(
     let mut answers: Vec<Input> = Vec::with_capacity(64);
     engine.handle_into(Input::Start(StartMode::Execution), NOW, &mut step)?;
     loop {
-        // An in-memory store answers at once: polled here without an executor, awaited only
-        // when it does not.
-        version = {
-            let mut append = store.append_from(id, version, &mut step.events);
-            match append.as_mut().poll(&mut cx) {
-                Poll::Ready(v) => v?,
-                Poll::Pending => futures::executor::block_on(append)?,
+        // An in-memory store answers at once (`append_now`, as the orchestrator asks first);
+        // another store's append is polled here without an executor, awaited only if it waits.
+        version = match store.append_now(id, version, &mut step.events) {
+            Some(v) => v?,
+            None => {
+                let mut append = store.append_from(id, version, &mut step.events);
+                match append.as_mut().poll(&mut cx) {
+                    Poll::Ready(v) => v?,
+                    Poll::Pending => futures::executor::block_on(append)?,
+                }
             }
         };
         for c in step.commands.drain(..) {

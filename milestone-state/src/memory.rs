@@ -146,6 +146,28 @@ impl InMemory {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+
+    /// [`StateStore::append_from`], which never waits here.
+    fn append_taken(
+        &self,
+        id: &MilestoneId,
+        expected_version: u64,
+        events: &mut Vec<Event>,
+    ) -> Result<u64, StoreError> {
+        let mut map = self.map();
+        let checked = entry(&mut map, id)
+            .and_then(|e| check_locked(e, id, expected_version, events).map(|()| e));
+        match checked {
+            Ok(e) => {
+                e.events.take_batch(events);
+                Ok(e.events.len() as u64)
+            }
+            Err(err) => {
+                events.clear();
+                Err(err)
+            }
+        }
+    }
 }
 
 fn entry<'a>(
@@ -244,19 +266,17 @@ impl StateStore for InMemory {
         expected_version: u64,
         events: &mut Vec<Event>,
     ) -> Result<u64, StoreError> {
-        let mut map = self.map();
-        let checked = entry(&mut map, id)
-            .and_then(|e| check_locked(e, id, expected_version, events).map(|()| e));
-        match checked {
-            Ok(e) => {
-                e.events.take_batch(events);
-                Ok(e.events.len() as u64)
-            }
-            Err(err) => {
-                events.clear();
-                Err(err)
-            }
-        }
+        self.append_taken(id, expected_version, events)
+    }
+
+    /// Always answers: nothing here waits.
+    fn append_now(
+        &self,
+        id: &MilestoneId,
+        expected_version: u64,
+        events: &mut Vec<Event>,
+    ) -> Option<Result<u64, StoreError>> {
+        Some(self.append_taken(id, expected_version, events))
     }
 
     async fn load(&self, id: &MilestoneId) -> Result<Loaded, StoreError> {

@@ -99,6 +99,24 @@ pub trait StateStore: Debug + Send + Sync {
         result
     }
 
+    /// As [`append_from`](StateStore::append_from), answered at once by a store that needs
+    /// no waiting for it (the in-memory one): `Some` with what `append_from` returns, `events`
+    /// left as it leaves them. `None` (the default) from a store that would have to wait: then
+    /// nothing happened, `events` is untouched, and the caller awaits `append_from`.
+    ///
+    /// A host that appends batch after batch tries this first: an answer here costs no future
+    /// (an async trait method's future is boxed), as `AgentRunner::run_now` in
+    /// `milestone-agents` does for runners.
+    fn append_now(
+        &self,
+        id: &MilestoneId,
+        expected_version: u64,
+        events: &mut Vec<Event>,
+    ) -> Option<Result<u64, StoreError>> {
+        let _ = (id, expected_version, events);
+        None
+    }
+
     /// Loads the current state and version.
     ///
     /// # Errors
@@ -185,6 +203,14 @@ macro_rules! forward_store {
                 events: &mut Vec<Event>,
             ) -> Result<u64, StoreError> {
                 (**self).append_from(id, expected_version, events).await
+            }
+            fn append_now(
+                &self,
+                id: &MilestoneId,
+                expected_version: u64,
+                events: &mut Vec<Event>,
+            ) -> Option<Result<u64, StoreError>> {
+                (**self).append_now(id, expected_version, events)
             }
             async fn load(&self, id: &MilestoneId) -> Result<Loaded, StoreError> {
                 (**self).load(id).await

@@ -192,7 +192,8 @@ pub async fn refused_events_write_nothing<S: StateStore + ?Sized>(store: &S) {
 
 /// `append_from` is `append`: compare-and-swap, all-or-nothing, the same log read back from
 /// any position, with batches of every size mixed with borrowed appends; and it leaves the
-/// caller's buffer empty, whatever happened.
+/// caller's buffer empty, whatever happened. `append_now`, when the store answers it, is
+/// `append_from`; when it does not, nothing happened and the buffer is untouched.
 pub async fn appends_from_a_buffer_behave_as_appends<S: StateStore + ?Sized>(store: &S) {
     let m = id("owned-1");
     let mut all = vec![created("owned-1")];
@@ -213,7 +214,18 @@ pub async fn appends_from_a_buffer_behave_as_appends<S: StateStore + ?Sized>(sto
             store.append(&m, v, &batch).await
         } else {
             let mut buffer = batch.clone();
-            let got = store.append_from(&m, v, &mut buffer).await;
+            let now = if k % 3 == 1 {
+                store.append_now(&m, v, &mut buffer)
+            } else {
+                None
+            };
+            let got = match now {
+                Some(got) => got,
+                None => {
+                    assert_eq!(buffer.len(), size, "nothing was taken without an answer");
+                    store.append_from(&m, v, &mut buffer).await
+                }
+            };
             assert!(buffer.is_empty(), "the events were taken");
             got
         };
@@ -232,6 +244,21 @@ pub async fn appends_from_a_buffer_behave_as_appends<S: StateStore + ?Sized>(sto
         Err(StoreError::InvalidInput { .. })
     ));
     assert!(stale.is_empty() && refused.is_empty());
+    // The same refusals from `append_now`, when the store answers it.
+    let mut stale = vec![note(0)];
+    if let Some(got) = store.append_now(&m, v - 1, &mut stale) {
+        assert!(matches!(got, Err(StoreError::Conflict { .. })));
+        assert!(stale.is_empty());
+    } else {
+        assert_eq!(stale.len(), 1);
+    }
+    let mut refused = vec![note(0), refused_event()];
+    if let Some(got) = store.append_now(&m, v, &mut refused) {
+        assert!(matches!(got, Err(StoreError::InvalidInput { .. })));
+        assert!(refused.is_empty());
+    } else {
+        assert_eq!(refused.len(), 2);
+    }
     for from in [0, 1, 2, 40, 41, 44, 143, 144, 200, all.len() as u64] {
         let read = store.read_events(&m, from).await.expect("read");
         assert_eq!(read, all[from as usize..], "read from {from}");

@@ -435,11 +435,17 @@ impl<'a> Drive<'a> {
                     if !acc.events.is_empty() {
                         let n = acc.events.len();
                         let pending = drive.before_append(&acc.events);
-                        let v = drive
-                            .inner
-                            .store
-                            .append_from(&drive.id, drive.version, &mut acc.events)
-                            .await?;
+                        // A store that needs no waiting (the in-memory one) answers at once,
+                        // without the boxed future of an async call.
+                        let store = &drive.inner.store;
+                        let v = match store.append_now(&drive.id, drive.version, &mut acc.events) {
+                            Some(v) => v?,
+                            None => {
+                                store
+                                    .append_from(&drive.id, drive.version, &mut acc.events)
+                                    .await?
+                            }
+                        };
                         drive.after_append(pending, v);
                         // A store that kept the buffer itself leaves none: the next batch gets
                         // one as large as this one was, instead of growing one step by step.
