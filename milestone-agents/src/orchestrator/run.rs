@@ -105,55 +105,90 @@ struct RunMeta {
 /// hashing.
 #[derive(Default)]
 struct RunTable {
-    slots: Vec<Option<RunMeta>>,
+    slots: Vec<Slot>,
     free: Vec<u32>,
     seq: u32,
 }
 
+/// One place of the run table.
+#[derive(Default)]
+enum Slot {
+    #[default]
+    Free,
+    /// Held for the key with this sequence number, not filled yet.
+    Reserved(u32),
+    Run(RunMeta),
+}
+
 impl RunTable {
-    fn insert(&mut self, mut meta: RunMeta) -> u64 {
+    /// A key for a run whose entry may never be needed (an in-process run that answers at
+    /// once): its slot is held for it until [`fill`](RunTable::fill) or
+    /// [`release`](RunTable::release). A late report for the key finds nothing, as for any
+    /// ended run.
+    fn reserve(&mut self) -> u64 {
         self.seq = self.seq.wrapping_add(1);
-        meta.seq = self.seq;
         let slot = match self.free.pop() {
             Some(slot) => {
-                self.slots[slot as usize] = Some(meta);
+                if let Some(s) = self.slots.get_mut(slot as usize) {
+                    *s = Slot::Reserved(self.seq);
+                }
                 slot
             }
             None => {
-                self.slots.push(Some(meta));
+                self.slots.push(Slot::Reserved(self.seq));
                 (self.slots.len() - 1) as u32
             }
         };
         (u64::from(self.seq) << 32) | u64::from(slot)
     }
 
-    fn get(&self, key: u64) -> Option<&RunMeta> {
-        self.slots
-            .get(key as u32 as usize)
-            .and_then(Option::as_ref)
-            .filter(|m| m.seq == (key >> 32) as u32)
-    }
-
-    fn get_mut(&mut self, key: u64) -> Option<&mut RunMeta> {
+    /// The slot held for `key`, if it is still held for it.
+    fn reserved(&mut self, key: u64) -> Option<&mut Slot> {
         self.slots
             .get_mut(key as u32 as usize)
-            .and_then(Option::as_mut)
-            .filter(|m| m.seq == (key >> 32) as u32)
+            .filter(|s| matches!(s, Slot::Reserved(seq) if *seq == (key >> 32) as u32))
+    }
+
+    /// Puts `meta` under the reserved `key`.
+    fn fill(&mut self, key: u64, mut meta: RunMeta) {
+        meta.seq = (key >> 32) as u32;
+        if let Some(slot) = self.reserved(key) {
+            *slot = Slot::Run(meta);
+        }
+    }
+
+    /// Gives back the slot held for `key`, never filled.
+    fn release(&mut self, key: u64) {
+        if let Some(slot) = self.reserved(key) {
+            *slot = Slot::Free;
+            self.free.push(key as u32);
+        }
+    }
+
+    fn get(&self, key: u64) -> Option<&RunMeta> {
+        match self.slots.get(key as u32 as usize) {
+            Some(Slot::Run(m)) if m.seq == (key >> 32) as u32 => Some(m),
+            _ => None,
+        }
     }
 
     fn take(&mut self, key: u64) -> Option<RunMeta> {
-        let slot = key as u32;
-        let entry = self.slots.get_mut(slot as usize)?;
-        if entry.as_ref().is_some_and(|m| m.seq == (key >> 32) as u32) {
-            self.free.push(slot);
-            entry.take()
-        } else {
-            None
+        let slot = self.slots.get_mut(key as u32 as usize)?;
+        if !matches!(slot, Slot::Run(m) if m.seq == (key >> 32) as u32) {
+            return None;
+        }
+        self.free.push(key as u32);
+        match std::mem::take(slot) {
+            Slot::Run(m) => Some(m),
+            _ => None,
         }
     }
 
     fn iter(&self) -> impl Iterator<Item = &RunMeta> {
-        self.slots.iter().flatten()
+        self.slots.iter().filter_map(|s| match s {
+            Slot::Run(m) => Some(m),
+            _ => None,
+        })
     }
 }
 
@@ -565,18 +600,17 @@ impl<'a> Drive<'a> {
         cx: &mut Context<'_>,
     ) -> Option<futures::future::BoxFuture<'a, RunDone>> {
         let inner = self.inner;
-        let key = self.runs.insert(RunMeta {
+        // The run's entry is made only if the run does not answer at once.
+        let key = self.runs.reserve();
+        let ctx = AgentContext::for_run_in(&mut self.contexts, &self.router, key);
+        let meta = RunMeta {
             seq: 0,
             work: start.work.clone(),
             attempt: start.attempt,
-            token: None,
+            token: Some(ctx.cancel_token().clone()),
             started_at: self.last_now,
             cache: start.reusable.then_some(start.cache_key),
-        });
-        let ctx = AgentContext::for_run_in(&mut self.contexts, &self.router, key);
-        if let Some(run) = self.runs.get_mut(key) {
-            run.token = Some(ctx.cancel_token().clone());
-        }
+        };
         let degraded = start.degraded;
         let request = AgentRequest::for_start(
             *start,
@@ -593,6 +627,7 @@ impl<'a> Drive<'a> {
             (true, role) => inner.registry.direct(role).map(|r| &**r),
         };
         let Some(runner) = runner else {
+            self.runs.fill(key, meta);
             return Some(Box::pin(run_one(
                 inner,
                 self.mode,
@@ -607,17 +642,17 @@ impl<'a> Drive<'a> {
         };
         let deadline = request.deadline;
         match runner.run_now(request, ctx, cx) {
-            // Settled by `finish_run`, with the run's token.
+            // Settled by `finish_meta`, with the run's token.
             RunNow::Done(result) => {
-                self.finish_run(key, result, Some(Via::Direct));
+                self.runs.release(key);
+                self.finish_meta(meta, result, Some(Via::Direct));
                 None
             }
             RunNow::Pending(run) => {
                 // Pending in-process runs are rare: the label is made only for them.
-                let (work, token) = self.runs.get(key).map_or_else(
-                    || ("a run".to_owned(), CancelToken::default()),
-                    |m| (m.work.to_string(), m.token.clone().unwrap_or_default()),
-                );
+                let work = meta.work.to_string();
+                let token = meta.token.clone().unwrap_or_default();
+                self.runs.fill(key, meta);
                 Some(Box::pin(async move {
                     let result =
                         finish_by_deadline(runner, &work, deadline, token, &*inner.clock, run)
@@ -904,9 +939,19 @@ impl<'a> Drive<'a> {
 
     /// Run `key` ended with `result`: its input joins the batch.
     fn finish_run(&mut self, key: u64, result: Result<AgentOutput, AgentError>, via: Option<Via>) {
-        let Some(mut run) = self.runs.take(key) else {
-            return;
-        };
+        if let Some(run) = self.runs.take(key) {
+            self.finish_meta(run, result, via);
+        }
+    }
+
+    /// The run `run` (out of the run table, or never in it) ended with `result`: its input
+    /// joins the batch.
+    fn finish_meta(
+        &mut self,
+        mut run: RunMeta,
+        result: Result<AgentOutput, AgentError>,
+        via: Option<Via>,
+    ) {
         let result = match run.token.take() {
             Some(token) => {
                 let result = settle(result, &token);
@@ -1099,5 +1144,74 @@ impl<'a> Drive<'a> {
             },
             plan,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use milestone_core::TaskId;
+
+    fn meta(task: &str) -> RunMeta {
+        RunMeta {
+            seq: 0,
+            work: Work::Item(ItemRef::Task(TaskId::new(task).expect("valid id"))),
+            attempt: 1,
+            token: None,
+            started_at: Timestamp(0),
+            cache: None,
+        }
+    }
+
+    fn work_of(table: &RunTable, key: u64) -> Option<String> {
+        table.get(key).map(|m| m.work.to_string())
+    }
+
+    /// Keys are never reused: a slot given back (a run that answered at once, or one taken
+    /// out when it ended) serves the next run under a new key, and the old key finds nothing.
+    #[test]
+    fn a_stale_key_never_reaches_the_run_in_its_slot() {
+        let mut table = RunTable::default();
+        let a = table.reserve();
+        assert_eq!(work_of(&table, a), None, "reserved, not filled");
+        table.release(a);
+        let b = table.reserve();
+        assert_eq!(b as u32, a as u32, "the slot is reused");
+        assert_ne!(b, a);
+        table.fill(b, meta("b"));
+        assert_eq!(work_of(&table, b).as_deref(), Some("task b"));
+        assert_eq!(work_of(&table, a), None);
+        assert!(table.take(a).is_none());
+        // A second run while the first is in flight takes another slot.
+        let c = table.reserve();
+        assert_ne!(c as u32, b as u32);
+        table.fill(c, meta("c"));
+        assert_eq!(table.iter().count(), 2);
+        assert_eq!(
+            table.take(b).map(|m| m.work.to_string()).as_deref(),
+            Some("task b")
+        );
+        assert!(table.take(b).is_none(), "taken once");
+        // Releasing a key whose slot holds a run gives nothing back.
+        table.release(c);
+        let d = table.reserve();
+        assert_eq!(d as u32, b as u32);
+        assert_eq!(work_of(&table, c).as_deref(), Some("task c"));
+        table.release(d);
+        table.release(d);
+        let (e, f) = (table.reserve(), table.reserve());
+        // A key given back fills nothing, not even the next key's reservation of its slot.
+        table.release(e);
+        let g = table.reserve();
+        assert_eq!(g as u32, e as u32);
+        table.fill(e, meta("e"));
+        assert_eq!(work_of(&table, e), None);
+        assert_eq!(work_of(&table, g), None);
+        table.fill(g, meta("g"));
+        assert_eq!(work_of(&table, g).as_deref(), Some("task g"));
+        assert_ne!(
+            e as u32, f as u32,
+            "a slot given back twice is handed out once"
+        );
     }
 }
