@@ -63,6 +63,10 @@ pub trait AgentRunner: std::fmt::Debug + Send + Sync {
     /// The default boxes [`run`](AgentRunner::run)'s future and polls it. A runner that answers
     /// without waiting (a plain function) overrides it to answer without a future at all. The
     /// orchestrator starts in-process runs through this method.
+    ///
+    /// The orchestrator reads a run's progress reports and hand-offs after the call that made
+    /// them returns. For a run that answered at once, they arrive after its result. They are
+    /// dropped then, because the result supersedes them.
     fn run_now<'a>(
         &'a self,
         request: AgentRequest,
