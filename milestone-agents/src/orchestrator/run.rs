@@ -173,12 +173,9 @@ impl RunTable {
     }
 
     fn take(&mut self, key: u64) -> Option<RunMeta> {
-        let slot = self.slots.get_mut(key as u32 as usize)?;
-        if !matches!(slot, Slot::Run(m) if m.seq == (key >> 32) as u32) {
-            return None;
-        }
+        self.get(key)?;
         self.free.push(key as u32);
-        match std::mem::take(slot) {
+        match std::mem::take(&mut self.slots[key as u32 as usize]) {
             Slot::Run(m) => Some(m),
             _ => None,
         }
@@ -226,9 +223,6 @@ pub(crate) struct Drive<'a> {
     /// command.
     #[allow(clippy::vec_box)]
     launches: Vec<Box<StartCommand>>,
-    /// The commands of a batch that wait (see [`Drive::carry_out`]), in a buffer kept between
-    /// batches.
-    later: Vec<Command>,
     router: Arc<RunRouter>,
     /// Contexts of ended runs, reused by the next ones.
     contexts: ContextPool,
@@ -357,6 +351,21 @@ async fn run_one(
     }
 }
 
+/// Where to split a batch whose step asks for a phase commit and ends the milestone: the
+/// position of the event that makes the milestone final (see [`Drive::perform_split`]).
+fn split_at(acc: &Step) -> Option<usize> {
+    if !acc
+        .commands
+        .iter()
+        .any(|c| matches!(c, Command::CommitPhase { .. }))
+    {
+        return None;
+    }
+    acc.events
+        .iter()
+        .position(|e| matches!(e, Event::StatusChanged { status, .. } if status.is_final()))
+}
+
 impl<'a> Drive<'a> {
     /// Drives the milestone whose log is `log` (at `version`) from `initial` inputs until it
     /// finishes, pauses, or has nothing left to do.
@@ -419,7 +428,6 @@ impl<'a> Drive<'a> {
             inputs: VecDeque::new(),
             sleep: None,
             launches: Vec::new(),
-            later: Vec::new(),
             router,
             contexts: ContextPool::default(),
             reports,
@@ -462,35 +470,23 @@ impl<'a> Drive<'a> {
                 drive.feed(input, &mut acc)?;
             }
             if !acc.events.is_empty() || !acc.commands.is_empty() {
-                if drive.must_split(&acc) {
-                    drive.perform_split(&mut acc).await?;
+                if let Some(k) = split_at(&acc) {
+                    drive.perform_split(&mut acc, k).await?;
                 } else {
                     // The batch's events are stored, then its commands carried out: spelled
                     // out here rather than in an async helper, as this runs on every turn.
-                    if !acc.events.is_empty() {
-                        let n = acc.events.len();
-                        let pending = drive.before_append(&acc.events);
-                        // A store that needs no waiting (the in-memory one) answers at once,
-                        // without the boxed future of an async call.
-                        let store = &drive.inner.store;
-                        let v = match store.append_now(&drive.id, drive.version, &mut acc.events) {
-                            Some(v) => v?,
-                            None => {
-                                store
-                                    .append_from(&drive.id, drive.version, &mut acc.events)
-                                    .await?
-                            }
-                        };
-                        drive.after_append(pending, v);
-                        // A store that kept the buffer itself leaves none: the next batch gets
-                        // one as large as this one was, instead of growing one step by step.
-                        if acc.events.capacity() == 0 {
-                            acc.events.reserve(n);
-                        }
+                    let n = acc.events.len();
+                    if let Some(waiting) = drive.append_now(&mut acc.events)? {
+                        drive.append_waiting(waiting, &mut acc.events).await?;
                     }
-                    drive.carry_out_commands(&mut acc);
-                    if !drive.later.is_empty() {
-                        drive.carry_out_later().await?;
+                    // A store that kept the buffer itself leaves none: the next batch gets one
+                    // as large as this one was, instead of growing one step by step.
+                    if acc.events.capacity() == 0 {
+                        acc.events.reserve(n);
+                    }
+                    let later = drive.carry_out_commands(&mut acc);
+                    if !later.is_empty() {
+                        drive.carry_out_later(later).await?;
                     }
                 }
                 if !drive.launches.is_empty() {
@@ -719,17 +715,48 @@ impl<'a> Drive<'a> {
     }
 
     /// Appends a copy of `events`: the few events of a phase commit, a tag, a merge, or a batch
-    /// split around a commit (the loop hands its batches to the store itself, moved, between
-    /// [`before_append`](Drive::before_append) and [`after_append`](Drive::after_append)).
+    /// split around a commit (the loop hands its batches over, moved, through
+    /// [`append_now`](Drive::append_now)).
     async fn append(&mut self, events: &[Event]) -> Result<(), OrchestratorError> {
+        let mut events = events.to_vec();
+        if let Some(waiting) = self.append_now(&mut events)? {
+            self.append_waiting(waiting, &mut events).await?;
+        }
+        Ok(())
+    }
+
+    /// Hands `events` to the store (moved, not copied, when the store keeps events as they
+    /// are). A store that needs no waiting (the in-memory one, through
+    /// [`StateStore::append_now`](milestone_state::StateStore::append_now)) is done here, without the boxed future of an async call:
+    /// `None`. Otherwise nothing happened yet, and the append is left to
+    /// [`append_waiting`](Drive::append_waiting) with what is returned.
+    fn append_now(
+        &mut self,
+        events: &mut Vec<Event>,
+    ) -> Result<Option<Appending>, OrchestratorError> {
         if events.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let pending = self.before_append(events);
+        match self.inner.store.append_now(&self.id, self.version, events) {
+            Some(v) => {
+                self.after_append(pending, v?);
+                Ok(None)
+            }
+            None => Ok(Some(pending)),
+        }
+    }
+
+    /// The append [`append_now`](Drive::append_now) left: awaited.
+    async fn append_waiting(
+        &mut self,
+        pending: Appending,
+        events: &mut Vec<Event>,
+    ) -> Result<(), OrchestratorError> {
         let v = self
             .inner
             .store
-            .append_from(&self.id, self.version, &mut events.to_vec())
+            .append_from(&self.id, self.version, events)
             .await?;
         self.after_append(pending, v);
         Ok(())
@@ -769,29 +796,13 @@ impl<'a> Drive<'a> {
         }
     }
 
-    /// Whether the batch asks for a phase commit in the step that ends the milestone (see
-    /// [`perform_split`](Drive::perform_split)).
-    fn must_split(&self, acc: &Step) -> bool {
-        acc.commands
-            .iter()
-            .any(|c| matches!(c, Command::CommitPhase { .. }))
-            && self.final_status_at(&acc.events).is_some()
-    }
-
-    /// The position of the event that makes the milestone final, if any.
-    fn final_status_at(&self, events: &[Event]) -> Option<usize> {
-        events
-            .iter()
-            .position(|e| matches!(e, Event::StatusChanged { status, .. } if status.is_final()))
-    }
-
     /// Persists a batch whose step asks for a phase commit and ends the milestone, then
     /// carries out its commands: the commit is made (and recorded) before the final status is
     /// appended, as a final milestone takes no more phase records.
-    async fn perform_split(&mut self, acc: &mut Step) -> Result<(), OrchestratorError> {
+    async fn perform_split(&mut self, acc: &mut Step, k: usize) -> Result<(), OrchestratorError> {
         let events = std::mem::take(&mut acc.events);
-        let k = self.final_status_at(&events).unwrap_or(events.len());
-        self.append(&events[..k]).await?;
+        let (before, after) = events.split_at(k.min(events.len()));
+        self.append(before).await?;
         for c in &acc.commands {
             if let Command::CommitPhase { phase } = c {
                 self.commit(phase).await?;
@@ -799,32 +810,32 @@ impl<'a> Drive<'a> {
         }
         acc.commands
             .retain(|c| !matches!(c, Command::CommitPhase { .. }));
-        self.append(&events[k..]).await?;
-        self.carry_out_commands(acc);
-        self.carry_out_later().await
+        self.append(after).await?;
+        let later = self.carry_out_commands(acc);
+        self.carry_out_later(later).await
     }
 
-    /// Carries out the batch's commands that need no waiting, without an async call each;
-    /// the others (they wait on the store, git or the host's gate) are left in `later` for
-    /// [`carry_out_later`](Drive::carry_out_later), as nothing the first do depends on that
-    /// order. `acc.commands` is left empty, its buffer kept.
-    fn carry_out_commands(&mut self, acc: &mut Step) {
+    /// Carries out the batch's commands that need no waiting, without an async call each, and
+    /// returns the others (they wait on the store, git or the host's gate; rare, so the vector
+    /// is seldom allocated) for [`carry_out_later`](Drive::carry_out_later): nothing the first
+    /// do depends on that order. `acc.commands` is left empty, its buffer kept.
+    fn carry_out_commands(&mut self, acc: &mut Step) -> Vec<Command> {
         let mut commands = std::mem::take(&mut acc.commands);
+        let mut later = Vec::new();
         for command in commands.drain(..) {
             if let Some(command) = self.carry_out_now(command) {
-                self.later.push(command);
+                later.push(command);
             }
         }
         acc.commands = commands;
+        later
     }
 
-    /// Carries out the commands [`carry_out_commands`](Drive::carry_out_commands) left.
-    async fn carry_out_later(&mut self) -> Result<(), OrchestratorError> {
-        let mut later = std::mem::take(&mut self.later);
-        for command in later.drain(..) {
+    /// Carries out the commands [`carry_out_commands`](Drive::carry_out_commands) returned.
+    async fn carry_out_later(&mut self, later: Vec<Command>) -> Result<(), OrchestratorError> {
+        for command in later {
             self.carry_out(command).await?;
         }
-        self.later = later;
         Ok(())
     }
 
@@ -1200,6 +1211,10 @@ mod tests {
         table.release(d);
         table.release(d);
         let (e, f) = (table.reserve(), table.reserve());
+        assert_ne!(
+            e as u32, f as u32,
+            "a slot given back twice is handed out once"
+        );
         // A key given back fills nothing, not even the next key's reservation of its slot.
         table.release(e);
         let g = table.reserve();
@@ -1209,9 +1224,5 @@ mod tests {
         assert_eq!(work_of(&table, g), None);
         table.fill(g, meta("g"));
         assert_eq!(work_of(&table, g).as_deref(), Some("task g"));
-        assert_ne!(
-            e as u32, f as u32,
-            "a slot given back twice is handed out once"
-        );
     }
 }
