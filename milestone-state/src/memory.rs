@@ -146,28 +146,6 @@ impl InMemory {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
-
-    /// [`StateStore::append_from`], which never waits here.
-    fn append_taken(
-        &self,
-        id: &MilestoneId,
-        expected_version: u64,
-        events: &mut Vec<Event>,
-    ) -> Result<u64, StoreError> {
-        let mut map = self.map();
-        let checked = entry(&mut map, id)
-            .and_then(|e| check_locked(e, id, expected_version, events).map(|()| e));
-        match checked {
-            Ok(e) => {
-                e.events.take_batch(events);
-                Ok(e.events.len() as u64)
-            }
-            Err(err) => {
-                events.clear();
-                Err(err)
-            }
-        }
-    }
 }
 
 fn entry<'a>(
@@ -260,23 +238,27 @@ impl StateStore for InMemory {
         append_locked(entry(&mut map, id)?, id, expected_version, events)
     }
 
-    async fn append_from(
-        &self,
-        id: &MilestoneId,
-        expected_version: u64,
-        events: &mut Vec<Event>,
-    ) -> Result<u64, StoreError> {
-        self.append_taken(id, expected_version, events)
-    }
-
-    /// Always answers: nothing here waits.
+    /// Always answers: nothing here waits. (`append_from` is the trait's, which returns this
+    /// answer.)
     fn append_now(
         &self,
         id: &MilestoneId,
         expected_version: u64,
         events: &mut Vec<Event>,
     ) -> Option<Result<u64, StoreError>> {
-        Some(self.append_taken(id, expected_version, events))
+        let mut map = self.map();
+        let checked = entry(&mut map, id)
+            .and_then(|e| check_locked(e, id, expected_version, events).map(|()| e));
+        Some(match checked {
+            Ok(e) => {
+                e.events.take_batch(events);
+                Ok(e.events.len() as u64)
+            }
+            Err(err) => {
+                events.clear();
+                Err(err)
+            }
+        })
     }
 
     async fn load(&self, id: &MilestoneId) -> Result<Loaded, StoreError> {

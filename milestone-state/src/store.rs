@@ -84,7 +84,9 @@ pub trait StateStore: Debug + Send + Sync {
     /// success and on error alike — on error nothing was appended): a store that keeps events
     /// as they are (the in-memory one) moves them instead of copying them, and may take the
     /// buffer itself. A caller that appends batch after batch reuses one buffer. The default
-    /// appends a borrow of them, then empties the buffer.
+    /// returns [`append_now`](StateStore::append_now)'s answer when there is one; otherwise it
+    /// appends a borrow of the events, then empties the buffer. A store that answers
+    /// `append_now` therefore need not implement this method.
     ///
     /// # Errors
     /// As [`append`](StateStore::append).
@@ -94,6 +96,9 @@ pub trait StateStore: Debug + Send + Sync {
         expected_version: u64,
         events: &mut Vec<Event>,
     ) -> Result<u64, StoreError> {
+        if let Some(result) = self.append_now(id, expected_version, events) {
+            return result;
+        }
         let result = self.append(id, expected_version, events).await;
         events.clear();
         result
