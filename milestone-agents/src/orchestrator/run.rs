@@ -91,11 +91,10 @@ struct Launch {
 
 /// What the loop knows of a run while it runs.
 struct RunMeta {
-    seq: u32,
     work: Work,
     attempt: u32,
-    /// Set once the run's context exists.
-    token: Option<CancelToken>,
+    /// A handle on the cancellation of the run's context.
+    token: CancelToken,
     started_at: Timestamp,
     cache: Option<milestone_core::engine::CacheKey>,
 }
@@ -117,7 +116,8 @@ enum Slot {
     Free,
     /// Held for the key with this sequence number, not filled yet.
     Reserved(u32),
-    Run(RunMeta),
+    /// The run under the key with this sequence number.
+    Run(u32, RunMeta),
 }
 
 impl RunTable {
@@ -150,10 +150,9 @@ impl RunTable {
     }
 
     /// Puts `meta` under the reserved `key`.
-    fn fill(&mut self, key: u64, mut meta: RunMeta) {
-        meta.seq = (key >> 32) as u32;
+    fn fill(&mut self, key: u64, meta: RunMeta) {
         if let Some(slot) = self.reserved(key) {
-            *slot = Slot::Run(meta);
+            *slot = Slot::Run((key >> 32) as u32, meta);
         }
     }
 
@@ -167,7 +166,7 @@ impl RunTable {
 
     fn get(&self, key: u64) -> Option<&RunMeta> {
         match self.slots.get(key as u32 as usize) {
-            Some(Slot::Run(m)) if m.seq == (key >> 32) as u32 => Some(m),
+            Some(Slot::Run(seq, m)) if *seq == (key >> 32) as u32 => Some(m),
             _ => None,
         }
     }
@@ -176,14 +175,14 @@ impl RunTable {
         self.get(key)?;
         self.free.push(key as u32);
         match std::mem::take(&mut self.slots[key as u32 as usize]) {
-            Slot::Run(m) => Some(m),
+            Slot::Run(_, m) => Some(m),
             _ => None,
         }
     }
 
     fn iter(&self) -> impl Iterator<Item = &RunMeta> {
         self.slots.iter().filter_map(|s| match s {
-            Slot::Run(m) => Some(m),
+            Slot::Run(_, m) => Some(m),
             _ => None,
         })
     }
@@ -575,8 +574,8 @@ impl<'a> Drive<'a> {
         }
         // Runs still in flight (cancelled ones, late ones) are told to stop and given a short
         // grace period to return, as the runner contract asks; then they are dropped.
-        for token in drive.runs.iter().filter_map(|r| r.token.as_ref()) {
-            token.cancel();
+        for run in drive.runs.iter() {
+            run.token.cancel();
         }
         if !runs.is_empty() {
             let drain = runs.for_each(|_| futures::future::ready(()));
@@ -600,10 +599,9 @@ impl<'a> Drive<'a> {
         let key = self.runs.reserve();
         let ctx = AgentContext::for_run_in(&mut self.contexts, &self.router, key);
         let meta = RunMeta {
-            seq: 0,
             work: start.work.clone(),
             attempt: start.attempt,
-            token: Some(ctx.cancel_token().clone()),
+            token: ctx.cancel_token().clone(),
             started_at: self.last_now,
             cache: start.reusable.then_some(start.cache_key),
         };
@@ -647,7 +645,7 @@ impl<'a> Drive<'a> {
             RunNow::Pending(run) => {
                 // Pending in-process runs are rare: the label is made only for them.
                 let work = meta.work.to_string();
-                let token = meta.token.clone().unwrap_or_default();
+                let token = meta.token.clone();
                 self.runs.fill(key, meta);
                 Some(Box::pin(async move {
                     let result =
@@ -870,9 +868,8 @@ impl<'a> Drive<'a> {
             .runs
             .iter()
             .find(|r| r.attempt == attempt && r.work == *work)
-            && let Some(token) = &run.token
         {
-            token.cancel();
+            run.token.cancel();
         }
     }
 
@@ -959,18 +956,12 @@ impl<'a> Drive<'a> {
     /// joins the batch.
     fn finish_meta(
         &mut self,
-        mut run: RunMeta,
+        run: RunMeta,
         result: Result<AgentOutput, AgentError>,
         via: Option<Via>,
     ) {
-        let result = match run.token.take() {
-            Some(token) => {
-                let result = settle(result, &token);
-                self.contexts.recycle(token);
-                result
-            }
-            None => result,
-        };
+        let result = settle(result, &run.token);
+        self.contexts.recycle(run.token);
         self.metrics.busy_ms += self.last_now.millis_since(run.started_at);
         if let Some(via) = via {
             self.metrics.runs += 1;
@@ -1165,10 +1156,9 @@ mod tests {
 
     fn meta(task: &str) -> RunMeta {
         RunMeta {
-            seq: 0,
             work: Work::Item(ItemRef::Task(TaskId::new(task).expect("valid id"))),
             attempt: 1,
-            token: None,
+            token: CancelToken::default(),
             started_at: Timestamp(0),
             cache: None,
         }
