@@ -712,11 +712,10 @@ impl<'a> Drive<'a> {
         Ok(())
     }
 
-    /// Appends a copy of `events`: the few events of a phase commit, a tag, a merge, or a batch
-    /// split around a commit (the loop hands its batches over, moved, through
-    /// [`append_now`](Drive::append_now)).
-    async fn append(&mut self, events: &[Event]) -> Result<(), OrchestratorError> {
-        let mut events = events.to_vec();
+    /// Appends `events`, awaiting the store if it waits: the few events of a phase commit, a
+    /// tag, a merge, or the halves of a batch split around a commit (the loop calls
+    /// [`append_now`](Drive::append_now) itself, keeping its buffer).
+    async fn append(&mut self, mut events: Vec<Event>) -> Result<(), OrchestratorError> {
         if let Some(waiting) = self.append_now(&mut events)? {
             self.append_waiting(waiting, &mut events).await?;
         }
@@ -798,8 +797,8 @@ impl<'a> Drive<'a> {
     /// carries out its commands: the commit is made (and recorded) before the final status is
     /// appended, as a final milestone takes no more phase records.
     async fn perform_split(&mut self, acc: &mut Step, k: usize) -> Result<(), OrchestratorError> {
-        let events = std::mem::take(&mut acc.events);
-        let (before, after) = events.split_at(k.min(events.len()));
+        let mut before = std::mem::take(&mut acc.events);
+        let after = before.split_off(k.min(before.len()));
         self.append(before).await?;
         for c in &acc.commands {
             if let Command::CommitPhase { phase } = c {
@@ -1006,7 +1005,7 @@ impl<'a> Drive<'a> {
         let done = git.commit_phase(&self.id, phase, &self.title).await?;
         self.metrics.git_operations += 1;
         let at = self.read_clock();
-        self.append(&[Event::PhaseCommitted {
+        self.append(vec![Event::PhaseCommitted {
             at,
             phase: phase.clone(),
             commit: done.commit.as_str().to_owned(),
@@ -1026,7 +1025,7 @@ impl<'a> Drive<'a> {
         git.tag_completion(&self.id, &self.title).await?;
         self.metrics.git_operations += 1;
         let at = self.read_clock();
-        self.append(&[Event::Tagged {
+        self.append(vec![Event::Tagged {
             at,
             tag: tag_of(&self.id),
         }])
@@ -1050,7 +1049,7 @@ impl<'a> Drive<'a> {
         };
         self.metrics.git_operations += 1;
         let at = self.read_clock();
-        self.append(&[Event::Merged {
+        self.append(vec![Event::Merged {
             at,
             commit: commit.as_str().to_owned(),
         }])
