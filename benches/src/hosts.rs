@@ -33,7 +33,6 @@
 
 use std::collections::VecDeque;
 use std::error::Error;
-use std::task::{Context, Poll};
 
 use milestone_core::engine::{Command, Engine, Input, StartMode, Step, Work};
 use milestone_core::{CompactOutput, MilestoneId, Timestamp};
@@ -89,23 +88,16 @@ pub fn drive_stored(
     id: &MilestoneId,
     mut version: u64,
 ) -> Result<u64, Box<dyn Error>> {
-    let waker = futures::task::noop_waker();
-    let mut cx = Context::from_waker(&waker);
     let mut step = Step::default();
     let mut answers: Vec<Input> = Vec::with_capacity(64);
     engine.handle_into(Input::Start(StartMode::Execution), NOW, &mut step)?;
     loop {
         // An in-memory store answers at once (`append_now`, as the orchestrator asks first);
-        // another store's append is polled here without an executor, awaited only if it waits.
+        // another store's append is awaited (`block_on` polls it first, so an append that is
+        // ready costs no wait).
         version = match store.append_now(id, version, &mut step.events) {
             Some(v) => v?,
-            None => {
-                let mut append = store.append_from(id, version, &mut step.events);
-                match append.as_mut().poll(&mut cx) {
-                    Poll::Ready(v) => v?,
-                    Poll::Pending => futures::executor::block_on(append)?,
-                }
-            }
+            None => futures::executor::block_on(store.append_from(id, version, &mut step.events))?,
         };
         for c in step.commands.drain(..) {
             if let Command::Start(s) = c {
