@@ -58,6 +58,9 @@ fn a_session_runs_once_and_shows_the_state_it_left() {
     assert_eq!(report.metrics.runs, 6);
     assert_eq!(session.state().status(), MilestoneStatus::Completed);
     assert_eq!(session.version(), report.version);
+    // Every event this run stored is counted once, and nothing else.
+    assert_eq!(report.metrics.events_appended, report.version - opened_at);
+    assert!(report.metrics.appends > 0);
     assert_eq!(
         block_on(store.load(&m)).unwrap().state,
         *session.state(),

@@ -64,11 +64,9 @@ struct Effects {
     timeouts: u64,
 }
 
-/// An append under way: what its events mean, read before the store took them.
+/// An append under way: what its events mean, read before the store took them. (Where they
+/// land is derived when the store answers: from the version before it and the one it returns.)
 struct Appending {
-    n: u64,
-    /// The version of its first event.
-    first: u64,
     /// A copy for the event listeners, when there are any.
     published: Option<Vec<Event>>,
     effects: Effects,
@@ -762,8 +760,6 @@ impl<'a> Drive<'a> {
     /// What appending `events` will mean, read before the store takes them.
     fn before_append(&mut self, events: &[Event]) -> Appending {
         Appending {
-            n: events.len() as u64,
-            first: self.version + 1,
             published: (!self.inner.hub.is_quiet()).then(|| events.to_vec()),
             effects: self.effects_of(events),
         }
@@ -772,17 +768,12 @@ impl<'a> Drive<'a> {
     /// The store holds the events now, up to `version`: what they mean for the result cache,
     /// the listeners and the metrics takes effect.
     fn after_append(&mut self, appended: Appending, version: u64) {
-        let Appending {
-            n,
-            first,
-            published,
-            effects,
-        } = appended;
+        let Appending { published, effects } = appended;
         if let Some(events) = published {
-            self.inner.hub.publish(&self.id, first, &events);
+            self.inner.hub.publish(&self.id, self.version + 1, &events);
         }
+        self.metrics.events_appended += version.saturating_sub(self.version);
         self.version = version;
-        self.metrics.events_appended += n;
         self.metrics.appends += 1;
         self.metrics.failures += effects.failures;
         self.metrics.timeouts += effects.timeouts;
