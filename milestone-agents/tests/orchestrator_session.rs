@@ -107,11 +107,13 @@ fn an_open_session_claims_its_milestone() {
     ));
 }
 
-/// A store whose appends fail once `budget` of them have been made.
+/// A store whose appends fail once `budget` of them have been made; it counts the snapshots
+/// it is asked for.
 #[derive(Debug)]
 struct Failing {
     inner: InMemory,
     budget: AtomicUsize,
+    snapshots: AtomicUsize,
 }
 
 impl Failing {
@@ -120,6 +122,7 @@ impl Failing {
         Arc::new(Failing {
             inner: InMemory::new(),
             budget: AtomicUsize::new(usize::MAX),
+            snapshots: AtomicUsize::new(0),
         })
     }
 }
@@ -171,10 +174,41 @@ impl StateStore for Failing {
         self.inner.read_events(id, from).await
     }
     async fn snapshot(&self, id: &MilestoneId) -> Result<u64, StoreError> {
+        self.snapshots.fetch_add(1, Ordering::SeqCst);
         self.inner.snapshot(id).await
     }
     async fn delete(&self, id: &MilestoneId) -> Result<(), StoreError> {
         self.inner.delete(id).await
+    }
+}
+
+/// A store snapshot is written at each checkpoint the engine records when, and only when, the
+/// orchestrator is built to do so.
+#[test]
+fn checkpoints_write_snapshots_only_when_asked() {
+    for asked in [false, true] {
+        let log = RunLog::default();
+        let store = Failing::new();
+        let m = id("snapshots");
+        let o = ready_with(
+            Orchestrator::builder().snapshot_at_checkpoints(asked),
+            store.clone(),
+            &log,
+            &m,
+        );
+        let before = store.snapshots.load(Ordering::SeqCst);
+        let opened_at = block_on(store.load(&m)).unwrap().version;
+        let report = block_on(o.execute(&m)).unwrap();
+        assert_eq!(report.status, MilestoneStatus::Completed);
+        let recorded = block_on(store.read_events(&m, opened_at))
+            .unwrap()
+            .iter()
+            .filter(|e| matches!(e, Event::CheckpointRecorded { .. }))
+            .count();
+        // Execution start and each phase boundary.
+        assert!(recorded >= 2, "{recorded} checkpoints recorded");
+        let taken = store.snapshots.load(Ordering::SeqCst) - before;
+        assert_eq!(taken, if asked { recorded } else { 0 }, "asked: {asked}");
     }
 }
 
