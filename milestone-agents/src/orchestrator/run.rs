@@ -885,11 +885,12 @@ impl<'a> Drive<'a> {
         }
         effects
     }
+
     /// The commands [`carry_out_now`](Drive::carry_out_now) gives back: those that wait on the
     /// store, git or the host's gate.
     async fn carry_out(&mut self, command: Command) -> Result<(), OrchestratorError> {
         match command {
-            Command::Checkpoint { .. } if self.inner.snapshots => {
+            Command::Checkpoint { .. } => {
                 self.inner.store.snapshot(&self.id).await?;
             }
             Command::CommitPhase { phase } => self.commit(&phase).await?,
