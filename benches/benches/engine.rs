@@ -4,8 +4,14 @@
 //! which allocates nothing and has nothing to convert), reuse one `Step`. It answers the
 //! starts in the order they came, as the floor's `FuturesUnordered` completes its no-op futures
 //! (and as the orchestrator finishes in-process runs): the oldest running task finishes first.
+//!
+//! Two lower bounds run in the same group, driven the same way: `least` and `least-indexed`,
+//! the least engine of [`least`] with items named as the library names them (shared ids) and
+//! by position. Whatever the engine costs above `least` is what it does beyond the per-task
+//! minimum; `least` above `least-indexed` is what naming items by shared ids costs.
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use milestone_benches::least::{self, Indexed, Least, Named};
 use milestone_benches::{floor, hosts, workloads};
 use milestone_core::engine::{Engine, EngineConfig};
 
@@ -43,6 +49,30 @@ fn bench(c: &mut Criterion) {
                 |mut engine| {
                     hosts::drive(&mut engine).expect("drive");
                     engine
+                },
+                BatchSize::LargeInput,
+            )
+        });
+        let named = Least::<Named>::new(&w, LIMIT).expect("least engine");
+        let indexed = Least::<Indexed>::new(&w, LIMIT).expect("least engine");
+        assert_eq!(least::drive(&mut named.clone()), Ok(w.len()));
+        assert_eq!(least::drive(&mut indexed.clone()), Ok(w.len()));
+        group.bench_function(format!("least/{}", w.name), |b| {
+            b.iter_batched(
+                || named.clone(),
+                |mut e| {
+                    least::drive(&mut e).expect("drive");
+                    e
+                },
+                BatchSize::LargeInput,
+            )
+        });
+        group.bench_function(format!("least-indexed/{}", w.name), |b| {
+            b.iter_batched(
+                || indexed.clone(),
+                |mut e| {
+                    least::drive(&mut e).expect("drive");
+                    e
                 },
                 BatchSize::LargeInput,
             )

@@ -2,4 +2,5 @@
 
 pub mod floor;
 pub mod hosts;
+pub mod least;
 pub mod workloads;
