@@ -10,8 +10,12 @@
 //! by position. Whatever the engine costs above `least` is what it does beyond the per-task
 //! minimum; `least` above `least-indexed` is what naming items by shared ids costs.
 
-use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use milestone_benches::least::{self, Indexed, Least, Named};
+use criterion::measurement::WallTime;
+use criterion::{
+    BatchSize, BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main,
+};
+use milestone_benches::least::{self, Indexed, Least, Named, Naming};
+use milestone_benches::workloads::Workload;
 use milestone_benches::{floor, hosts, workloads};
 use milestone_core::engine::{Engine, EngineConfig};
 
@@ -53,32 +57,30 @@ fn bench(c: &mut Criterion) {
                 BatchSize::LargeInput,
             )
         });
-        let named = Least::<Named>::new(&w, LIMIT).expect("least engine");
-        let indexed = Least::<Indexed>::new(&w, LIMIT).expect("least engine");
-        assert_eq!(least::drive(&mut named.clone()), Ok(w.len()));
-        assert_eq!(least::drive(&mut indexed.clone()), Ok(w.len()));
-        group.bench_function(format!("least/{}", w.name), |b| {
-            b.iter_batched(
-                || named.clone(),
-                |mut e| {
-                    least::drive(&mut e).expect("drive");
-                    e
-                },
-                BatchSize::LargeInput,
-            )
-        });
-        group.bench_function(format!("least-indexed/{}", w.name), |b| {
-            b.iter_batched(
-                || indexed.clone(),
-                |mut e| {
-                    least::drive(&mut e).expect("drive");
-                    e
-                },
-                BatchSize::LargeInput,
-            )
-        });
+        bench_least::<Named>(&mut group, "least", &w);
+        bench_least::<Indexed>(&mut group, "least-indexed", &w);
     }
     group.finish();
+}
+
+/// The least engine with naming `N` on `w`, as `label/W…`.
+fn bench_least<N: Naming + Clone>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    label: &str,
+    w: &Workload,
+) {
+    let proto = Least::<N>::new(w, LIMIT).expect("least engine");
+    assert_eq!(least::drive(&mut proto.clone()), Ok(w.len()));
+    group.bench_function(format!("{label}/{}", w.name), |b| {
+        b.iter_batched(
+            || proto.clone(),
+            |mut e| {
+                least::drive(&mut e).expect("drive");
+                e
+            },
+            BatchSize::LargeInput,
+        )
+    });
 }
 
 criterion_group!(benches, bench);
