@@ -68,7 +68,8 @@ pub trait Naming: Sized {
 #[derive(Debug, Clone)]
 pub struct Named {
     ids: Vec<ItemRef>,
-    /// Recently started tasks by the address of their id: eight entries per running task.
+    /// Recently started tasks by the address of their id: 512 entries, eight per running task
+    /// at the benches' limit of 64 (as the engine sizes its own table).
     recent: Vec<(usize, u32)>,
     by_addr: HashMap<usize, u32, BuildHasherDefault<AddrHasher>>,
 }
@@ -295,6 +296,44 @@ impl fmt::Display for NotRunning {
 
 impl Error for NotRunning {}
 
+/// A workload the least engine cannot be built for.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum LeastError {
+    /// Dependencies that are not earlier tasks, as (task, dependency) pairs, all of them.
+    Dependency {
+        /// The pairs.
+        bad: Vec<(usize, u32)>,
+    },
+    /// A generated id does not validate.
+    Id(IdError),
+}
+
+impl fmt::Display for LeastError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LeastError::Dependency { bad } => {
+                write!(f, "dependencies that are not earlier tasks:")?;
+                for (k, (task, dep)) in bad.iter().enumerate() {
+                    let sep = if k == 0 { " " } else { ", " };
+                    write!(f, "{sep}task {task} on {dep}")?;
+                }
+                Ok(())
+            }
+            LeastError::Id(e) => write!(f, "invalid id: {e}"),
+        }
+    }
+}
+
+impl Error for LeastError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            LeastError::Id(e) => Some(e),
+            LeastError::Dependency { .. } => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Status {
     Pending,
@@ -320,7 +359,8 @@ pub struct Least<N> {
     tasks: Vec<TaskState>,
     /// Dependencies not completed yet, per task.
     waiting: Vec<u32>,
-    /// The running attempt per task (0: none).
+    /// The running attempt per task (0: none). Kept apart from the task states, as the engine
+    /// keeps its nodes apart from the state its events fold into: both are paid for per task.
     running_attempt: Vec<u32>,
     idem: Vec<u64>,
     /// Dependents of task `i`: `dependents[first[i]..first[i + 1]]`.
@@ -341,9 +381,23 @@ impl<N: Naming> Least<N> {
     /// The engine for `w`, running at most `limit` tasks at once.
     ///
     /// # Errors
-    /// The naming's, if an id does not validate.
-    pub fn new(w: &Workload, limit: usize) -> Result<Self, IdError> {
+    /// [`LeastError::Dependency`] for each dependency that is not an earlier task (all of
+    /// them, at once); [`LeastError::Id`] if an id does not validate.
+    pub fn new(w: &Workload, limit: usize) -> Result<Self, LeastError> {
         let n = w.len();
+        let bad: Vec<(usize, u32)> = w
+            .deps
+            .iter()
+            .enumerate()
+            .flat_map(|(i, deps)| {
+                deps.iter()
+                    .filter(move |&&d| d as usize >= i)
+                    .map(move |&d| (i, d))
+            })
+            .collect();
+        if !bad.is_empty() {
+            return Err(LeastError::Dependency { bad });
+        }
         let mut count = vec![0u32; n + 1];
         for deps in &w.deps {
             for &d in deps {
@@ -364,7 +418,7 @@ impl<N: Naming> Least<N> {
         }
         let waiting: Vec<u32> = w.deps.iter().map(|d| d.len() as u32).collect();
         Ok(Least {
-            naming: N::new(n)?,
+            naming: N::new(n).map_err(LeastError::Id)?,
             tasks: vec![
                 TaskState {
                     status: Status::Pending,
@@ -636,6 +690,26 @@ mod tests {
         assert_eq!(err.to_string(), "task 1 is not running attempt 1");
         assert_eq!(step.events, started);
         assert!(!e.is_done());
+    }
+
+    #[test]
+    fn a_workload_with_bad_dependencies_is_refused_with_all_of_them() {
+        let w = Workload {
+            name: "bad",
+            deps: vec![vec![], vec![0, 1], vec![9], vec![2]],
+        };
+        let err = Least::<Named>::new(&w, 4).unwrap_err();
+        assert_eq!(
+            err,
+            LeastError::Dependency {
+                bad: vec![(1, 1), (2, 9)]
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "dependencies that are not earlier tasks: task 1 on 1, task 2 on 9"
+        );
+        assert!(Least::<Indexed>::new(&w, 4).is_err());
     }
 
     #[test]
