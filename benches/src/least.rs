@@ -16,7 +16,9 @@
 //! - [`Indexed`] names them by the task's position, a `u32` that is copied.
 //!
 //! The `engine` bench runs both next to the floor and the engine, so the share of the cost that
-//! comes from naming items by shared ids is measured, not guessed.
+//! comes from naming items by shared ids is measured, not guessed. That share is the least
+//! engine's, not the engine's: most of the least engine's work is naming, where the engine
+//! spends most of its work elsewhere (README, "Performance", has a prototype's figures).
 //!
 //! ```
 //! use milestone_benches::least::{self, Indexed, Least, Named};
