@@ -15,25 +15,16 @@ use criterion::{
     BatchSize, BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main,
 };
 use milestone_benches::least::{self, Indexed, Least, Named, Naming};
-use milestone_benches::workloads::Workload;
+use milestone_benches::workloads::{LIMIT, Workload, engine_config as config};
 use milestone_benches::{floor, hosts, workloads};
-use milestone_core::engine::{Engine, EngineConfig};
-
-const LIMIT: usize = 64;
-
-fn config() -> EngineConfig {
-    EngineConfig {
-        max_concurrency: LIMIT,
-        ..EngineConfig::default()
-    }
-}
+use milestone_core::engine::Engine;
 
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("engine");
     group.sample_size(10);
     for w in workloads::all() {
         let log = w.execution_log().expect("generated workload");
-        let graph = floor::Graph::new(&w);
+        let graph = floor::Graph::new(&w).expect("generated workload");
         // Sanity: both run every task.
         let mut e = Engine::resume(&log, config()).expect("resume");
         assert_eq!(hosts::drive(&mut e).expect("drive"), w.len());

@@ -19,12 +19,11 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use futures::executor::block_on;
 use milestone_agents::orchestrator::{ModePolicy, Orchestrator};
 use milestone_agents::{AgentOutput, FnAgent, Registry};
+use milestone_benches::workloads::{LIMIT, engine_config as config};
 use milestone_benches::{floor, hosts, workloads};
-use milestone_core::engine::{Engine, EngineConfig, Role};
+use milestone_core::engine::{Engine, Role};
 use milestone_core::{Event, ExecutionMode, MilestoneId, MilestoneStatus, Timestamp};
 use milestone_state::{FileStore, InMemory, StateStore};
-
-const LIMIT: usize = 64;
 
 fn id() -> MilestoneId {
     MilestoneId::new("bench").expect("valid id")
@@ -38,13 +37,6 @@ fn noop_registry() -> Registry {
     )
     .bind_direct_any_phase(FnAgent::sync("noop", |_| Ok(AgentOutput::default())));
     r
-}
-
-fn config() -> EngineConfig {
-    EngineConfig {
-        max_concurrency: LIMIT,
-        ..EngineConfig::default()
-    }
 }
 
 fn orchestrator(store: Arc<dyn StateStore>) -> Orchestrator {
@@ -81,7 +73,7 @@ fn in_memory(c: &mut Criterion) {
     group.sample_size(10);
     for w in workloads::all() {
         let log = w.execution_log().expect("generated workload");
-        let graph = floor::Graph::new(&w);
+        let graph = floor::Graph::new(&w).expect("generated workload");
         let setup = || {
             let store = Arc::new(InMemory::new());
             block_on(fill(&*store, &log));

@@ -4,14 +4,15 @@
 //!
 //! ```
 //! use milestone_benches::{floor::{Graph, run}, workloads};
-//! let g = Graph::new(&workloads::w3());
+//! let g = Graph::new(&workloads::w3())?;
 //! assert_eq!(run(&g, 64), 10_000);
+//! # Ok::<(), workloads::WorkloadError>(())
 //! ```
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
-use crate::workloads::Workload;
+use crate::workloads::{Workload, WorkloadError};
 
 /// A workload prepared for the floor: in-degrees and dependents.
 #[derive(Debug, Clone)]
@@ -22,7 +23,11 @@ pub struct Graph {
 
 impl Graph {
     /// Prepares `w` (not part of what the floor measures).
-    pub fn new(w: &Workload) -> Graph {
+    ///
+    /// # Errors
+    /// [`WorkloadError`] if a dependency is not an earlier task.
+    pub fn new(w: &Workload) -> Result<Graph, WorkloadError> {
+        w.check()?;
         let mut dependents = vec![Vec::new(); w.len()];
         let mut indegree = vec![0u32; w.len()];
         for (i, deps) in w.deps.iter().enumerate() {
@@ -31,10 +36,10 @@ impl Graph {
                 dependents[d as usize].push(i as u32);
             }
         }
-        Graph {
+        Ok(Graph {
             indegree,
             dependents,
-        }
+        })
     }
 
     /// How many tasks it has.
@@ -87,10 +92,24 @@ mod tests {
     #[test]
     fn runs_every_task_exactly_once() {
         for w in workloads::all() {
-            let g = Graph::new(&w);
+            let g = Graph::new(&w).unwrap();
             for limit in [1, 3, 64] {
                 assert_eq!(run(&g, limit), w.len(), "{} limit {limit}", w.name);
             }
         }
+    }
+
+    #[test]
+    fn a_dependency_out_of_range_is_an_error_not_a_panic() {
+        let w = workloads::Workload {
+            name: "bad",
+            deps: vec![vec![], vec![7]],
+        };
+        let err = Graph::new(&w).unwrap_err();
+        assert_eq!(err.bad, vec![(1, 7)]);
+        assert_eq!(
+            err.to_string(),
+            "dependencies that are not earlier tasks: task 1 on 7"
+        );
     }
 }

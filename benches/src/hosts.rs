@@ -120,17 +120,9 @@ pub fn drive_stored(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workloads;
+    use crate::workloads::{self, engine_config as config};
     use milestone_core::MilestoneStatus;
-    use milestone_core::engine::EngineConfig;
     use milestone_state::{FileStore, InMemory};
-
-    fn config() -> EngineConfig {
-        EngineConfig {
-            max_concurrency: 64,
-            ..EngineConfig::default()
-        }
-    }
 
     #[test]
     fn drive_runs_every_task_once() -> Result<(), Box<dyn Error>> {

@@ -38,7 +38,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use milestone_core::engine::{CacheKey, IdempotencyKey, Role, Upstream, Work};
 use milestone_core::{CompactOutput, Event, IdError, ItemRef, Limits, TaskId, Timestamp};
 
-use crate::workloads::Workload;
+use crate::workloads::{Workload, WorkloadError};
 
 /// The time every input is handled at: the driver has no clock.
 const NOW: Timestamp = Timestamp(1);
@@ -302,11 +302,8 @@ impl Error for NotRunning {}
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum LeastError {
-    /// Dependencies that are not earlier tasks, as (task, dependency) pairs, all of them.
-    Dependency {
-        /// The pairs.
-        bad: Vec<(usize, u32)>,
-    },
+    /// Dependencies that are not earlier tasks, all of them.
+    Workload(WorkloadError),
     /// A generated id does not validate.
     Id(IdError),
 }
@@ -314,14 +311,7 @@ pub enum LeastError {
 impl fmt::Display for LeastError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            LeastError::Dependency { bad } => {
-                write!(f, "dependencies that are not earlier tasks:")?;
-                for (k, (task, dep)) in bad.iter().enumerate() {
-                    let sep = if k == 0 { " " } else { ", " };
-                    write!(f, "{sep}task {task} on {dep}")?;
-                }
-                Ok(())
-            }
+            LeastError::Workload(e) => e.fmt(f),
             LeastError::Id(e) => write!(f, "invalid id: {e}"),
         }
     }
@@ -331,7 +321,7 @@ impl Error for LeastError {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
         match self {
             LeastError::Id(e) => Some(e),
-            LeastError::Dependency { .. } => None,
+            LeastError::Workload(e) => Some(e),
         }
     }
 }
@@ -383,23 +373,11 @@ impl<N: Naming> Least<N> {
     /// The engine for `w`, running at most `limit` tasks at once.
     ///
     /// # Errors
-    /// [`LeastError::Dependency`] for each dependency that is not an earlier task (all of
-    /// them, at once); [`LeastError::Id`] if an id does not validate.
+    /// [`LeastError::Workload`] naming every dependency that is not an earlier task;
+    /// [`LeastError::Id`] if an id does not validate.
     pub fn new(w: &Workload, limit: usize) -> Result<Self, LeastError> {
+        w.check().map_err(LeastError::Workload)?;
         let n = w.len();
-        let bad: Vec<(usize, u32)> = w
-            .deps
-            .iter()
-            .enumerate()
-            .flat_map(|(i, deps)| {
-                deps.iter()
-                    .filter(move |&&d| d as usize >= i)
-                    .map(move |&d| (i, d))
-            })
-            .collect();
-        if !bad.is_empty() {
-            return Err(LeastError::Dependency { bad });
-        }
         let mut count = vec![0u32; n + 1];
         for deps in &w.deps {
             for &d in deps {
@@ -703,9 +681,9 @@ mod tests {
         let err = Least::<Named>::new(&w, 4).unwrap_err();
         assert_eq!(
             err,
-            LeastError::Dependency {
+            LeastError::Workload(WorkloadError {
                 bad: vec![(1, 1), (2, 9)]
-            }
+            })
         );
         assert_eq!(
             err.to_string(),

@@ -11,11 +11,46 @@
 //! assert!(w3.deps[200..].iter().all(|d| d.len() == 3));
 //! ```
 
+use std::fmt;
+
+use milestone_core::engine::EngineConfig;
 use milestone_core::kiro::{KiroItem, KiroStrategy};
 use milestone_core::plan::{Estimates, MilestonePlan, PhaseEstimate, ScopeAnalysis};
 use milestone_core::{
     Event, IdError, MilestoneId, PhaseId, PhaseSpec, TaskId, TaskSpec, Timestamp, Weight, Workflow,
 };
+
+/// The concurrency limit DESIGN.md's targets are measured with.
+pub const LIMIT: usize = 64;
+
+/// The engine's configuration in every bench: the defaults at [`LIMIT`].
+pub fn engine_config() -> EngineConfig {
+    EngineConfig {
+        max_concurrency: LIMIT,
+        ..EngineConfig::default()
+    }
+}
+
+/// A workload whose dependencies are not all earlier tasks (the fields of [`Workload`] are
+/// public, so one can be built by hand).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkloadError {
+    /// Every offending dependency, as (task, dependency).
+    pub bad: Vec<(usize, u32)>,
+}
+
+impl fmt::Display for WorkloadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "dependencies that are not earlier tasks:")?;
+        for (k, (task, dep)) in self.bad.iter().enumerate() {
+            let sep = if k == 0 { " " } else { ", " };
+            write!(f, "{sep}task {task} on {dep}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for WorkloadError {}
 
 /// A task graph: task `i` depends on the tasks `deps[i]`, all of which come before it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +130,29 @@ impl Workload {
                     .collect(),
             },
         ])
+    }
+
+    /// Checks that every dependency is an earlier task (so the graph is acyclic and every
+    /// index is in range), as the schedulers under test assume.
+    ///
+    /// # Errors
+    /// [`WorkloadError`] naming every dependency that is not.
+    pub fn check(&self) -> Result<(), WorkloadError> {
+        let bad: Vec<(usize, u32)> = self
+            .deps
+            .iter()
+            .enumerate()
+            .flat_map(|(i, deps)| {
+                deps.iter()
+                    .filter(move |&&d| d as usize >= i)
+                    .map(move |&d| (i, d))
+            })
+            .collect();
+        if bad.is_empty() {
+            Ok(())
+        } else {
+            Err(WorkloadError { bad })
+        }
     }
 
     /// How many dependency edges it has.
